@@ -1,0 +1,93 @@
+//! The `rollback.frys.io/v1alpha1` API: types only, no behaviour that needs a client.
+
+// kube's `printcolumn(..., type_ = "string", ...)` repeats keys clippy takes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
+mod common;
+pub mod duration;
+mod event;
+mod policy;
+
+pub use common::*;
+pub use duration::Duration;
+pub use event::*;
+pub use policy::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
+use kube::CustomResourceExt;
+
+pub const GROUP: &str = "rollback.frys.io";
+
+/// Annotations people use to drive the operator (on a policy or its target Deployment).
+pub mod annotations {
+    /// Run a manual remediation with this strategy (PascalCase or the seed's snake_case).
+    pub const TRIGGER: &str = "rollback.frys.io/trigger";
+    /// Reason recorded with a manual trigger or emergency.
+    pub const REASON: &str = "rollback.frys.io/reason";
+    /// Stop the workload now; the value is the reason.
+    pub const EMERGENCY: &str = "rollback.frys.io/emergency";
+    /// Acknowledge a failed incident so automatic action may resume.
+    pub const ACK: &str = "rollback.frys.io/ack";
+    /// On a RollbackEvent: undo its actions (`true`, or `force` to overwrite later changes).
+    pub const UNDO: &str = "rollback.frys.io/undo";
+}
+
+/// The CRDs, each with the file name it has in `crds/`.
+pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
+    let mut crds = vec![
+        (
+            "rollback.frys.io_rollbackpolicies.yaml",
+            RollbackPolicy::crd(),
+        ),
+        ("rollback.frys.io_rollbackevents.yaml", RollbackEvent::crd()),
+    ];
+    for (_, crd) in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                drop_nullable(schema);
+            }
+        }
+    }
+    crds
+}
+
+/// Optional fields are simply absent in this API. Without `nullable`, the API server prunes
+/// an explicit `null` instead of storing it, so CEL rules never see one.
+fn drop_nullable(schema: &mut JSONSchemaProps) {
+    schema.nullable = None;
+    let children = schema
+        .properties
+        .iter_mut()
+        .flat_map(|p| p.values_mut())
+        .chain(schema.items.as_mut().and_then(|i| match i {
+            JSONSchemaPropsOrArray::Schema(s) => Some(s.as_mut()),
+            JSONSchemaPropsOrArray::Schemas(_) => None,
+        }))
+        .chain(schema.additional_properties.as_mut().and_then(|a| match a {
+            JSONSchemaPropsOrBool::Schema(s) => Some(s.as_mut()),
+            JSONSchemaPropsOrBool::Bool(_) => None,
+        }));
+    for child in children {
+        drop_nullable(child);
+    }
+}
+
+/// Both CRDs as one multi-document YAML stream (`frys-rollback crd`).
+pub fn crds_yaml() -> String {
+    crds()
+        .iter()
+        .map(|(_, crd)| crd_yaml(crd))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// One CRD as YAML.
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
+    yaml_serde::to_string(crd).expect("CRDs serialize")
+}

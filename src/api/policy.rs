@@ -1,0 +1,756 @@
+//! `RollbackPolicy`: which workload to protect, which signals to watch, which strategies to use.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AlertLevel, Duration, HealthStatus, IncidentClass, MetricSeverity, MinSeverity, SecretKeyRef,
+    StrategyKind,
+};
+
+/// Protects one workload: watches its health signals in Prometheus and remediates with the
+/// lightest strategy of its ladder that fits, escalating when a step does not help.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "rollback.frys.io",
+    version = "v1alpha1",
+    kind = "RollbackPolicy",
+    plural = "rollbackpolicies",
+    singular = "rollbackpolicy",
+    shortname = "rbp",
+    category = "frys",
+    namespaced,
+    status = "RollbackPolicyStatus",
+    derive = "PartialEq",
+    doc = "RollbackPolicy protects one workload: it names the target, the health signals to watch and the ladder of remediation strategies allowed for it.",
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Health", type_ = "string", json_path = ".status.health.status"),
+    printcolumn(name = "Score", type_ = "number", json_path = ".status.health.score"),
+    printcolumn(
+        name = "Streak",
+        type_ = "integer",
+        json_path = ".status.failureStreak"
+    ),
+    printcolumn(
+        name = "Last",
+        type_ = "string",
+        json_path = ".status.lastRollback.strategy",
+        description = "strategy of the last remediation"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.strategies) || (has(self.autoRollback) && !self.autoRollback) || self.strategies.all(r, r.type != 'EmergencyShutdown' || (has(r.minSeverity) && r.minSeverity == 'Unhealthy'))",
+        "message": "an EmergencyShutdown rung in an automatic ladder needs minSeverity: Unhealthy (or set autoRollback: false)",
+        "fieldPath": ".strategies"
+    }
+]))]
+pub struct RollbackPolicySpec {
+    /// The protected workload. One policy per target: a second policy for the same target is
+    /// reported with Ready=False.
+    pub target_ref: TargetRef,
+
+    /// Prometheus to query. When absent, the operator's --prometheus-url (METRICS_URL) is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSource>,
+
+    /// How often the signals are evaluated (seed healthCheckInterval), at least 1s.
+    /// Default: the operator's --interval (HEALTH_CHECK_INTERVAL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('1s')", "message": "must be at least 1s"}]))]
+    pub interval: Option<Duration>,
+
+    /// Range used by rate() in presets ({{ window }} in templates), at least 1s. Default 2m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('1s')", "message": "must be at least 1s"}]))]
+    pub rate_window: Option<Duration>,
+
+    /// Label that carries the workload name on the request series. Default: the operator's
+    /// --workload-label (app).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub workload_label: Option<String>,
+
+    /// Named health signals: presets or PromQL templates with thresholds.
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub metrics: Vec<MetricSpec>,
+
+    /// Failing (Critical or Unhealthy) evaluations in a row that open an incident.
+    #[serde(default = "default_consecutive_failures")]
+    #[schemars(range(min = 1, max = 100))]
+    pub consecutive_failures: u32,
+
+    /// What a signal without data means: Ignore (inconclusive) or Breach (critical).
+    #[serde(default)]
+    pub no_data: NoDataPolicy,
+
+    /// Requests per second below which rate-based signals (errorRate, responseTime) are
+    /// inconclusive rather than judged. Default 0 (always judged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub min_request_rate: Option<f64>,
+
+    /// A degradation that begins within this time of the target's latest revision is a Release
+    /// incident (answered by VersionRollback). Default 30m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_window: Option<Duration>,
+
+    /// The ladder of strategies, lightest first. Each strategy type appears at most once.
+    #[schemars(length(min = 1, max = 5))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub strategies: Vec<Rung>,
+
+    /// Remediate automatically. When false the operator assesses, records and alerts but creates
+    /// no RollbackEvents. Default: the operator's --auto-rollback (ROLLBACK_AUTO_ENABLED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback: Option<bool>,
+
+    /// Decide but never patch: each decision is recorded as a Skipped RollbackEvent.
+    #[serde(default)]
+    pub dry_run: bool,
+
+    /// Stop evaluating and remediating (manual triggers included; emergency too).
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// Remediations per incident (each rung at most once). When used up the incident fails, an
+    /// Emergency alert goes out and automatic action stops until healthy or acknowledged.
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 5))]
+    pub max_rollback_attempts: u32,
+
+    /// Bound on applying one step. Default: the operator's --rollback-timeout (ROLLBACK_TIMEOUT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('1s')", "message": "must be at least 1s"}]))]
+    pub rollback_timeout: Option<Duration>,
+
+    /// Minimum time between two automatic remediations of this target. Default: the operator's
+    /// --cooldown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Duration>,
+
+    /// RollbackEvents kept for this policy; older finished ones are deleted.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub history_limit: u32,
+
+    /// What happens to active remediations when the policy is deleted.
+    #[serde(default)]
+    pub on_delete: OnDelete,
+
+    /// Undo traffic rungs (circuit breaker, traffic shifting, environment switch) by themselves
+    /// once the target has been healthy for restoreAfter. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_restore: Option<AutoRestore>,
+
+    /// How a remediation is verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationSpec>,
+
+    /// Where alerts are sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub notifications: Vec<NotificationSpec>,
+}
+
+fn default_consecutive_failures() -> u32 {
+    3
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_history_limit() -> u32 {
+    10
+}
+
+/// The protected workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    /// API version of the target. Only apps/v1 is supported today.
+    #[serde(default = "default_target_api_version")]
+    #[schemars(extend("enum" = ["apps/v1"]))]
+    pub api_version: String,
+    /// Kind of the target. Only Deployment is supported today.
+    #[serde(default = "default_target_kind")]
+    #[schemars(extend("enum" = ["Deployment"]))]
+    pub kind: String,
+    /// Name of the target in the policy's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+fn default_target_api_version() -> String {
+    "apps/v1".into()
+}
+fn default_target_kind() -> String {
+    "Deployment".into()
+}
+
+/// Where and how to query Prometheus.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSource {
+    /// Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
+    pub url: String,
+    /// Timeout of one query. Default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Secret key holding a bearer token sent as `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// Basic auth credentials from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// Secret key holding a PEM CA bundle to verify the server's certificate (TLS is always
+    /// verified; this adds a trust root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Basic auth credentials from Secrets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    /// Secret key holding the user name.
+    pub username_secret_ref: SecretKeyRef,
+    /// Secret key holding the password.
+    pub password_secret_ref: SecretKeyRef,
+}
+
+/// One health signal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.preset) != has(self.query)", "message": "a metric sets exactly one of preset or query"},
+    {"rule": "has(self.preset) || has(self.warning) || has(self.critical)", "message": "a metric with a custom query needs a warning or critical threshold"},
+    {"rule": "!has(self.preset) || self.preset == 'responseTime' || ((!has(self.warning) || (self.warning >= 0.0 && self.warning <= 1.0)) && (!has(self.critical) || (self.critical >= 0.0 && self.critical <= 1.0)))", "message": "thresholds of ratio presets (errorRate, memoryUsage, cpuUsage) are ratios between 0 and 1"},
+    {"rule": "!has(self.warning) || !has(self.critical) || ((has(self.direction) && self.direction == 'Below') ? self.warning >= self.critical : self.warning <= self.critical)", "message": "the warning threshold must be reached before the critical one (warning <= critical for Above, >= for Below)"}
+]))]
+pub struct MetricSpec {
+    /// Name of the signal, shown in status and events.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-zA-Z][a-zA-Z0-9_-]*$")
+    )]
+    pub name: String,
+    /// One of the seed's four signals over standard series (see the docs); sets query,
+    /// direction, class and default thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// PromQL template returning one number. Variables: {{ namespace }}, {{ target }},
+    /// {{ podRegex }}, {{ window }}.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: Option<String>,
+    /// Threshold beyond which the signal is Warning. Presets default from the operator
+    /// configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<f64>,
+    /// Threshold beyond which the signal is Critical. Presets default from the operator
+    /// configuration (THRESHOLD_* variables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<f64>,
+    /// Whether larger (Above) or smaller (Below) values are worse. Default Above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Weight of the signal in the health score. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub weight: Option<f64>,
+    /// What a breach of this signal means. Presets set it (errorRate: Errors; the others:
+    /// Performance); custom queries default to Performance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<IncidentClass>,
+}
+
+/// The seed's four standard signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Preset {
+    /// p95 request latency in milliseconds, from http_request_duration_seconds_bucket.
+    ResponseTime,
+    /// Share of 5xx responses (0-1), from http_requests_total.
+    ErrorRate,
+    /// Working set over memory limit (0-1), from cAdvisor and kube-state-metrics.
+    MemoryUsage,
+    /// CPU usage over CPU limit (0-1), from cAdvisor and kube-state-metrics.
+    CpuUsage,
+}
+
+/// Which side of a threshold is bad.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+pub enum Direction {
+    /// Values above the threshold breach it.
+    #[default]
+    Above,
+    /// Values below the threshold breach it.
+    Below,
+}
+
+/// What a signal without data means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+pub enum NoDataPolicy {
+    /// No data is inconclusive: it neither grows nor resets the failure streak.
+    #[default]
+    Ignore,
+    /// No data counts as a critical breach.
+    Breach,
+}
+
+/// What happens to active remediations when the policy is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+pub enum OnDelete {
+    /// Leave the workload as it is.
+    #[default]
+    Keep,
+    /// Undo active remediations before the policy goes away.
+    Restore,
+}
+
+/// Automatic restore of traffic rungs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoRestore {
+    /// Healthy time after which traffic rungs are undone.
+    pub restore_after: Duration,
+}
+
+/// One rung of the ladder. Kubernetes union style: `type` plus the member of that name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "(self.type == 'CircuitBreaker') == has(self.circuitBreaker)", "message": "type CircuitBreaker needs the circuitBreaker member, and only it"},
+    {"rule": "(self.type == 'TrafficShifting') == has(self.trafficShifting)", "message": "type TrafficShifting needs the trafficShifting member, and only it"},
+    {"rule": "(self.type == 'EnvironmentSwitch') == has(self.environmentSwitch)", "message": "type EnvironmentSwitch needs the environmentSwitch member, and only it"},
+    {"rule": "self.type == 'VersionRollback' || !has(self.versionRollback)", "message": "versionRollback is set on a rung whose type is not VersionRollback"},
+    {"rule": "self.type == 'EmergencyShutdown' || !has(self.emergencyShutdown)", "message": "emergencyShutdown is set on a rung whose type is not EmergencyShutdown"}
+]))]
+pub struct Rung {
+    /// The strategy of this rung.
+    #[serde(rename = "type")]
+    pub type_: StrategyKind,
+    /// Incident classes this rung answers. Default: the strategy's own class (CircuitBreaker:
+    /// Performance, TrafficShifting: Errors, EnvironmentSwitch: Dependency, VersionRollback:
+    /// Release, EmergencyShutdown: Unavailable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 5))]
+    pub on: Option<Vec<IncidentClass>>,
+    /// Least workload status at which this rung may run. Default Critical; an EmergencyShutdown
+    /// rung in an automatic ladder must say Unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<MinSeverity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_shifting: Option<TrafficShiftingSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_switch: Option<EnvironmentSwitchSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_rollback: Option<VersionRollbackSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency_shutdown: Option<EmergencyShutdownSpec>,
+}
+
+impl Rung {
+    /// Incident classes this rung answers, after defaulting.
+    pub fn classes(&self) -> Vec<IncidentClass> {
+        self.on
+            .clone()
+            .unwrap_or_else(|| vec![self.type_.default_class()])
+    }
+}
+
+/// A route rule to act on: an HTTPRoute (Gateway API) or an Istio VirtualService.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRef {
+    /// Name of a gateway.networking.k8s.io HTTPRoute in the policy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<String>,
+    /// Name of a networking.istio.io VirtualService in the policy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service: Option<String>,
+    /// Index of the rule in the route's rules (HTTPRoute) or http routes (VirtualService). Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 63))]
+    pub rule_index: Option<u32>,
+    /// Name of the rule instead of its index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<String>,
+}
+
+/// A backend (Service) and port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendRef {
+    /// Service name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Service port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+}
+
+/// Circuit breaker: send the target's traffic to a fallback (or nowhere) for openDuration, then
+/// half-open.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.httpRoute) != has(self.virtualService)", "message": "set exactly one of httpRoute or virtualService"},
+    {"rule": "!has(self.openDuration) || (duration(self.openDuration) >= duration('1s') && duration(self.openDuration) <= duration('1h'))", "message": "openDuration must be between 1s and 1h"}
+]))]
+pub struct CircuitBreakerSpec {
+    #[serde(flatten)]
+    pub route: RouteRef,
+    /// Backend in the rule that serves the target. Default: the backend named like the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Backend that receives the traffic while the breaker is open. When absent the target's
+    /// weight is set to zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_backend: Option<BackendRef>,
+    /// How long the breaker stays open before half-open (seed: 30s to 5m). Default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_duration: Option<Duration>,
+}
+
+/// Traffic shifting: move route weight from one backend to another.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.httpRoute) != has(self.virtualService)", "message": "set exactly one of httpRoute or virtualService"},
+    {"rule": "self.from != self.to", "message": "from and to must name different backends"}
+]))]
+pub struct TrafficShiftingSpec {
+    #[serde(flatten)]
+    pub route: RouteRef,
+    /// Backend whose weight is taken away (the failing one).
+    #[schemars(length(min = 1, max = 253))]
+    pub from: String,
+    /// Backend that receives the weight (the standby).
+    #[schemars(length(min = 1, max = 253))]
+    pub to: String,
+    /// Percentage of the rule's total weight left on `from` afterwards. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub remaining_percent: Option<u32>,
+}
+
+/// Blue/green environment switch on a Service selector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.activeValue != self.standbyValue", "message": "activeValue and standbyValue must differ"}
+]))]
+pub struct EnvironmentSwitchSpec {
+    /// The user-facing Service whose selector is switched.
+    #[schemars(length(min = 1, max = 253))]
+    pub service: String,
+    /// Selector key that tells the environments apart, e.g. color.
+    #[schemars(length(min = 1, max = 317))]
+    pub selector_key: String,
+    /// Selector value of the live environment, e.g. green.
+    #[schemars(length(min = 1, max = 63))]
+    pub active_value: String,
+    /// Selector value of the standby environment, e.g. blue.
+    #[schemars(length(min = 1, max = 63))]
+    pub standby_value: String,
+    /// The standby Deployment, made ready before the switch.
+    #[schemars(length(min = 1, max = 253))]
+    pub standby_ref: String,
+    /// Scale the standby to the active replica count before switching.
+    #[serde(default)]
+    pub scale_standby: bool,
+    /// How long to wait for the standby to become ready. Default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_timeout: Option<Duration>,
+}
+
+/// Version rollback parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionRollbackSpec {
+    /// Revision to return to. Default: the previous revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub to_revision: Option<i64>,
+}
+
+/// Emergency shutdown parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmergencyShutdownSpec {
+    /// Also cut the target's traffic on this route (weight zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_traffic: Option<RouteRef>,
+}
+
+/// How a remediation is verified (the seed's six checks).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationSpec {
+    /// Wait after a step before verification starts. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stabilization_delay: Option<Duration>,
+    /// Bound on verifying one step. Default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('1s')", "message": "must be at least 1s"}]))]
+    pub timeout: Option<Duration>,
+    /// Consecutive passing evaluations of the signals needed. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 20))]
+    pub consecutive_passes: Option<u32>,
+    /// HTTP health endpoint checked on the Service's ready endpoints. Default from the
+    /// operator's HEALTH_CHECK_URL port and path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HttpCheck>,
+    /// Extra checks (dependencies, data consistency).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub checks: Vec<CheckSpec>,
+}
+
+/// An HTTP GET against the ready endpoints of a Service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpCheck {
+    /// Service whose ready endpoint addresses are checked.
+    #[schemars(length(min = 1, max = 253))]
+    pub service: String,
+    /// Container port to call.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Path, e.g. /health.
+    #[serde(default = "default_health_path")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub path: String,
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+
+/// A user check: a PromQL expression that must return a non-empty, non-zero result, or an HTTP
+/// GET that must answer 2xx.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.promql) != has(self.http)", "message": "a check sets exactly one of promql or http"}
+]))]
+pub struct CheckSpec {
+    /// Name shown in the verification report.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Dependencies or DataConsistency.
+    pub category: CheckCategory,
+    /// PromQL expression (same template variables as metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub promql: Option<String>,
+    /// HTTP GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+}
+
+/// Categories of the seed's verification checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum CheckCategory {
+    Availability,
+    Health,
+    Performance,
+    Dependencies,
+    DataConsistency,
+    Traffic,
+}
+
+/// An alert sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationSpec {
+    /// Webhook sink.
+    pub webhook: WebhookSink,
+    /// Least alert level sent to this sink. Default Warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_level: Option<AlertLevel>,
+}
+
+/// A webhook whose URL is kept in a Secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSink {
+    /// Secret key holding the webhook URL.
+    pub url_secret_ref: SecretKeyRef,
+    /// Payload format. Default Json.
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// Webhook payload format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+pub enum WebhookFormat {
+    /// Slack-compatible `{"text": ...}` payload.
+    Slack,
+    /// Generic JSON document with all alert fields.
+    #[default]
+    Json,
+}
+
+/// Observed state, written by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackPolicyStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, MetricsAvailable, Healthy, Degraded, RollbackInProgress, Suspended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Latest assessment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthReport>,
+    /// Failing evaluations in a row (grows on Critical/Unhealthy, holds on Warning and
+    /// Inconclusive, resets on Healthy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_streak: Option<u32>,
+    /// The open incident, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentStatus>,
+    /// The most recent remediation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback: Option<LastRollback>,
+    /// The settings in force after operator defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective: Option<EffectiveSettings>,
+}
+
+/// One assessment of the workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    /// Healthy, Warning, Critical or Unhealthy.
+    pub status: HealthStatus,
+    /// Weighted health score, 0 (worst) to 100 (best); for display and ranking.
+    pub score: f64,
+    /// Signals beyond a threshold, and inconclusive ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<Issue>,
+    /// Latest value of each signal that had data.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// When the assessment was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_at: Option<Time>,
+}
+
+/// A signal beyond a threshold, or without a verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Issue {
+    /// Signal name.
+    pub metric: String,
+    /// Observed value, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The threshold that was crossed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Warning, Critical or Inconclusive.
+    pub severity: MetricSeverity,
+    /// Class of the signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<IncidentClass>,
+    /// Explanation in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// An open incident.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentStatus {
+    /// Class of the incident.
+    pub class: IncidentClass,
+    /// When it opened.
+    pub started_at: Time,
+    /// Remediations made in this incident.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Rungs tried, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<StrategyKind>,
+    /// The RollbackEvent in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_event: Option<String>,
+    /// True once attempts are used up: automatic action is held until the target is healthy or
+    /// a person annotates rollback.frys.io/ack.
+    #[serde(default)]
+    pub failed: bool,
+    /// Explanation in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Summary of the most recent remediation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRollback {
+    /// Name of the RollbackEvent.
+    pub event: String,
+    pub strategy: StrategyKind,
+    pub phase: super::EventPhase,
+    pub time: Time,
+}
+
+/// Settings in force after operator defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveSettings {
+    pub prometheus_url: Option<String>,
+    pub interval: Option<Duration>,
+    pub rate_window: Option<Duration>,
+    pub workload_label: Option<String>,
+    pub release_window: Option<Duration>,
+    pub auto_rollback: Option<bool>,
+    pub rollback_timeout: Option<Duration>,
+    pub cooldown: Option<Duration>,
+    pub verification_timeout: Option<Duration>,
+    pub stabilization_delay: Option<Duration>,
+    /// Each signal with its resolved thresholds, direction, weight and class.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<EffectiveMetric>,
+}
+
+/// A signal after defaulting.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveMetric {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<f64>,
+    pub direction: Direction,
+    pub weight: f64,
+    pub class: IncidentClass,
+}

@@ -1,0 +1,64 @@
+//! `frys-rollback run`.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::{
+    config::{LogFormat, OperatorConfig},
+    controller, server,
+    telemetry::{self, Metrics},
+};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: OperatorConfig,
+
+    /// Watch only this namespace (for namespaced installs). Default: all namespaces.
+    #[arg(long, env = "FRYS_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "FRYS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "FRYS_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init_logging(args.log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (KUBECONFIG or in-cluster configuration)")?;
+    let metrics = Metrics::default();
+    let ready = Arc::new(AtomicBool::new(false));
+    let shutdown = controller::shutdown_signal();
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics server to {}", args.metrics_addr))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, namespace = args.namespace.as_deref().unwrap_or("*"), "frys-rollback starting");
+    let app = server::router(metrics.clone(), ready.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone());
+
+    let controllers = controller::run(
+        client,
+        args.config,
+        args.namespace,
+        metrics,
+        ready,
+        shutdown,
+    );
+    let (served, ()) = tokio::join!(server, controllers);
+    served.context("metrics server")?;
+    tracing::info!("frys-rollback stopped");
+    Ok(())
+}

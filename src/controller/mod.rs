@@ -1,0 +1,129 @@
+//! The reconcilers: one kube-runtime `Controller` per kind, sharing a `Context`.
+//!
+//! Like kube-rs' controller-rs: reconcile functions return `Result<Action, Error>`, an
+//! `error_policy` decides the retry, status is written by server-side apply under one field
+//! manager per controller so the two never erase each other's fields.
+
+mod conditions;
+mod event;
+mod policy;
+
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt, future::Shared};
+use kube::{
+    Api, Client, Resource,
+    runtime::events::{Recorder, Reporter},
+};
+
+use crate::{config::OperatorConfig, telemetry::Metrics};
+
+pub use conditions::{condition, set_condition};
+
+/// Field manager of the policy controller's status writes.
+pub const POLICY_MANAGER: &str = "frys-rollback-policy";
+/// Field manager of the event controller's status writes.
+pub const EVENT_MANAGER: &str = "frys-rollback-event";
+
+/// Everything a reconciliation may need.
+pub struct Context {
+    pub client: Client,
+    pub config: OperatorConfig,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    /// Restricts the operator to one namespace when set.
+    pub namespace: Option<String>,
+}
+
+/// Errors of a reconciliation; each is retried by the controller's error policy.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    #[error("serializing status: {0}")]
+    Serialization(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Short label for the error metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "Kube",
+            Error::MissingField(_) => "MissingField",
+            Error::Serialization(_) => "Serialization",
+        }
+    }
+}
+
+/// `Api` for a kind in one namespace, or in all when the operator is cluster-wide.
+pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A future that completes on SIGTERM or SIGINT; clones complete together.
+pub type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;
+
+pub fn shutdown_signal() -> Shutdown {
+    async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        }
+    }
+    .boxed()
+    .shared()
+}
+
+/// Runs both controllers until `shutdown` completes. `ready` is set once both have listed
+/// their objects.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    namespace: Option<String>,
+    metrics: Metrics,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: Shutdown,
+) {
+    let reporter = Reporter {
+        controller: "frys-rollback".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        config,
+        metrics,
+        namespace,
+    });
+
+    let (policies, policy_store) = policy::controller(ctx.clone(), shutdown.clone());
+    let (events, event_store) = event::controller(ctx.clone(), shutdown);
+    let readiness = async move {
+        let (a, b) = futures::join!(
+            policy_store.wait_until_ready(),
+            event_store.wait_until_ready()
+        );
+        if a.is_ok() && b.is_ok() {
+            ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::info!("caches synced, ready");
+        }
+    };
+    futures::join!(
+        policies.for_each(|_| async {}),
+        events.for_each(|_| async {}),
+        readiness
+    );
+}

@@ -1,0 +1,2 @@
+//! Workload simulator (being written).
+fn main() {}
