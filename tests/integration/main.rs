@@ -1,1 +1,4 @@
+//! Integration tests, one binary (modules inside) to keep link time down. They run against the
+//! real test environment (scripts/testenv.sh) or a cluster given in KUBECONFIG.
 
+mod support;

@@ -1,0 +1,348 @@
+//! Test support: the real test environment (scripts/testenv.sh) or a cluster in KUBECONFIG,
+//! per-test namespaces, a private operator per test, kubectl, and polling helpers.
+//!
+//! When `KUBECONFIG` is set the environment is reused as is. Otherwise `scripts/testenv.sh up`
+//! starts (or finds running) the local control plane, Prometheus and the workload simulator,
+//! and leaves them running for the next `cargo test` (`scripts/testenv.sh down` stops them).
+
+#![allow(dead_code)] // each test module uses a different part of this
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config,
+    api::{Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+pub mod prometheus;
+pub mod sim;
+
+/// Where the tests run.
+#[derive(Debug)]
+pub struct Env {
+    pub kubeconfig: PathBuf,
+    pub prometheus_url: Option<String>,
+    /// Directory of the local test environment; None on a real cluster.
+    pub testenv_dir: Option<PathBuf>,
+    /// The control plane's request log (one JSON line per request).
+    pub request_log: Option<PathBuf>,
+    pub prometheus_bin: Option<PathBuf>,
+    /// PATH with the environment's kubectl, helm and promtool first.
+    pub path: String,
+}
+
+static ENV: OnceLock<Env> = OnceLock::new();
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The environment, started on first use.
+pub fn env() -> &'static Env {
+    ENV.get_or_init(|| {
+        let vars: HashMap<String, String> = if std::env::var_os("KUBECONFIG").is_some() {
+            std::env::vars().collect()
+        } else {
+            eprintln!(
+                "KUBECONFIG not set: starting the local test environment (scripts/testenv.sh up)"
+            );
+            let out = Command::new(repo_root().join("scripts/testenv.sh"))
+                .arg("up")
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("running scripts/testenv.sh");
+            assert!(out.status.success(), "scripts/testenv.sh up failed");
+            parse_exports(&String::from_utf8_lossy(&out.stdout))
+        };
+        let get = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
+        Env {
+            kubeconfig: get("KUBECONFIG").expect("KUBECONFIG").into(),
+            prometheus_url: get("PROMETHEUS_URL"),
+            testenv_dir: get("FRYS_TESTENV_DIR").map(PathBuf::from),
+            request_log: get("FRYS_REQUEST_LOG").map(PathBuf::from),
+            prometheus_bin: get("FRYS_PROMETHEUS_BIN").map(PathBuf::from),
+            path: get("PATH").unwrap_or_else(|| std::env::var("PATH").unwrap_or_default()),
+        }
+    })
+}
+
+/// Parses `export K=V` lines (values as printed by bash's `printf %q` for plain paths).
+fn parse_exports(text: &str) -> HashMap<String, String> {
+    let current_path = std::env::var("PATH").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            let v = v.replace(":\"$PATH\"", &format!(":{current_path}"));
+            (k.to_owned(), v.trim_matches(['\'', '"']).replace('\\', ""))
+        })
+        .collect()
+}
+
+impl Env {
+    /// A client for this test's runtime (kube clients are bound to the runtime that made them).
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("reading the kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig");
+        Client::try_from(config).expect("client")
+    }
+
+    /// True when the workload simulator runs (the local environment, not a real cluster).
+    pub fn simulated(&self) -> bool {
+        self.testenv_dir
+            .as_ref()
+            .is_some_and(|d| d.join("sim.addr").exists())
+    }
+
+    /// Lines of the control plane's request log.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        let Some(path) = &self.request_log else {
+            return vec![];
+        };
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// Returns false (and says why) when a test needs the workload simulator but runs on a real
+/// cluster, where Deployments are run by real controllers instead.
+pub fn require_simulator(test: &str) -> bool {
+    if env().simulated() {
+        return true;
+    }
+    eprintln!("skipping {test}: it needs the workload simulator of the local test environment");
+    false
+}
+
+/// A fresh namespace for one test, so tests run in parallel.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", random_suffix());
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some([("frys.io/test".to_string(), "true".to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("creating the test namespace");
+    name
+}
+
+pub fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// Installs (server-side applies) both CRDs and waits until they are Established.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (_, crd) in frys_rollback::api::crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("frys-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        eventually(
+            &format!("CRD {name} Established"),
+            Duration::from_secs(30),
+            || async {
+                let crd = api.get(&name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs a tool of the environment (kubectl, helm) with its KUBECONFIG and PATH.
+pub fn tool(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let env = env();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("KUBECONFIG", &env.kubeconfig)
+        .env("PATH", &env.path)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// kubectl; returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String, String) {
+    output(tool("kubectl", args, None))
+}
+
+/// `kubectl apply -f -` of a YAML document; returns (success, stdout, stderr).
+pub fn kubectl_apply(namespace: &str, yaml: &str) -> (bool, String, String) {
+    output(tool(
+        "kubectl",
+        &["apply", "-n", namespace, "-f", "-"],
+        Some(yaml),
+    ))
+}
+
+fn output(out: Output) -> (bool, String, String) {
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A private operator process for one test, restricted to one namespace; killed on drop.
+pub struct Operator {
+    child: tokio::process::Child,
+    /// Base URL of its /metrics, /healthz, /readyz server.
+    pub http: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `frys-rollback run --namespace <ns>` and waits until /readyz answers 200.
+    pub async fn start(namespace: &str, extra_args: &[&str]) -> Operator {
+        let env = env();
+        let log = std::env::temp_dir().join(format!("frys-operator-{namespace}.log"));
+        let mut args = vec![
+            "run",
+            "--namespace",
+            namespace,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ];
+        if let Some(url) = &env.prometheus_url {
+            args.extend(["--prometheus-url", url.as_str()]);
+        }
+        args.extend(extra_args);
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_frys-rollback"))
+            .args(&args)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("RUST_LOG", "info,frys_rollback=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting frys-rollback");
+
+        // The first log lines name the bound address; the rest are copied to a file.
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut file = std::fs::File::create(&log).unwrap();
+        let address = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                use std::io::Write;
+                writeln!(file, "{line}").unwrap();
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(a) = v.get("address").and_then(|a| a.as_str())
+                {
+                    return a.to_owned();
+                }
+            }
+            panic!("operator exited before listening; log: {}", log.display());
+        })
+        .await
+        .expect("operator did not start within 30s");
+        tokio::spawn(async move {
+            use std::io::Write;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = writeln!(file, "{line}");
+            }
+        });
+        let http = format!("http://{address}");
+        let readyz = format!("{http}/readyz");
+        eventually("operator /readyz", Duration::from_secs(30), || async {
+            let r = reqwest::get(&readyz).await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+        Operator { child, http, log }
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.http))
+            .await
+            .expect("scraping /metrics")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("operator did not stop within 15s of SIGTERM")
+            .unwrap()
+    }
+}
