@@ -1,4 +1,9 @@
 //! Integration tests, one binary (modules inside) to keep link time down. They run against the
 //! real test environment (scripts/testenv.sh) or a cluster given in KUBECONFIG.
 
+mod api_schema;
+mod apiserver;
+mod operator;
+mod simulator;
 mod support;
+mod tooling;

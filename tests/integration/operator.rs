@@ -1,0 +1,196 @@
+//! The running operator against the real API server: Ready reasons, status by server-side
+//! apply, Events, /metrics, clean shutdown (issue: operator foundation).
+
+use std::time::Duration;
+
+use frys_rollback::api::{RollbackEvent, RollbackPolicy};
+use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+};
+use serde_json::json;
+
+use crate::support::{self, Operator, env, eventually, kubectl_apply};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn policy_yaml(name: &str, target: &str) -> String {
+    format!(
+        r#"
+apiVersion: rollback.frys.io/v1alpha1
+kind: RollbackPolicy
+metadata: {{name: {name}}}
+spec:
+  targetRef: {{name: {target}}}
+  interval: 2s
+  metrics: [{{name: errors, preset: errorRate}}]
+  strategies: [{{type: VersionRollback}}]
+"#
+    )
+}
+
+pub fn deployment(name: &str, image: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image, "ports": [{"containerPort": 8080}]}]}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+/// (status, reason, message) of a policy's Ready condition.
+async fn ready(api: &Api<RollbackPolicy>, name: &str) -> Option<(String, String, String)> {
+    let p = api.get(name).await.ok()?;
+    let c = p
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((c.status, c.reason, c.message))
+}
+
+#[tokio::test]
+async fn ready_follows_the_target_and_one_policy_per_target() {
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    let ns = support::namespace(&client, "op-ready").await;
+    let operator = Operator::start(&ns, &[]).await;
+    let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
+
+    let (ok, _, err) = kubectl_apply(&ns, &policy_yaml("web", "web"));
+    assert!(ok, "{err}");
+    let expected = format!("Deployment web not found in namespace {ns}");
+    eventually("Ready=False TargetNotFound", TIMEOUT, || async {
+        let r = ready(&policies, "web").await?;
+        (r == ("False".into(), "TargetNotFound".into(), expected.clone())).then_some(())
+    })
+    .await;
+
+    // Status carries the generation it describes and the settings in force.
+    let status = policies.get("web").await.unwrap().status.unwrap();
+    assert_eq!(status.observed_generation, Some(1));
+    let effective = status.effective.unwrap();
+    assert_eq!(effective.interval.unwrap().as_str(), "2s");
+    assert_eq!(effective.cooldown.unwrap().as_str(), "5m");
+    assert_eq!(effective.metrics[0].critical, Some(0.05));
+    let suspended = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Suspended")
+        .unwrap();
+    assert_eq!(suspended.status, "False");
+
+    // The Deployment appearing flips the policy to Ready without waiting for the interval.
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment("web", "demo:v1"))
+        .await
+        .unwrap();
+    eventually("Ready=True once the Deployment exists", TIMEOUT, || async {
+        let (status, reason, _) = ready(&policies, "web").await?;
+        (status == "True" && reason == "Valid").then_some(())
+    })
+    .await;
+
+    // A second policy for the same target is refused; the first keeps it.
+    let (ok, _, err) = kubectl_apply(&ns, &policy_yaml("web-again", "web"));
+    assert!(ok, "{err}");
+    let (_, _, message) = eventually("Ready=False DuplicateTarget", TIMEOUT, || async {
+        let r = ready(&policies, "web-again").await?;
+        (r.1 == "DuplicateTarget").then_some(r)
+    })
+    .await;
+    assert_eq!(
+        message,
+        "RollbackPolicy web already protects Deployment web; a target has one policy"
+    );
+    assert_eq!(ready(&policies, "web").await.unwrap().0, "True");
+
+    // Transitions were published as Kubernetes Events on the policy.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let reasons = eventually("events for the policy", TIMEOUT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        let reasons: Vec<String> = list
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
+            .filter_map(|e| e.reason)
+            .collect();
+        (reasons.contains(&"TargetNotFound".into()) && reasons.contains(&"Valid".into()))
+            .then_some(reasons)
+    })
+    .await;
+    assert!(!reasons.is_empty());
+
+    // The operator's own metrics count the work.
+    let metrics = operator.metrics().await;
+    let reconciles = metrics
+        .lines()
+        .find(|l| l.starts_with("frys_rollback_reconciles_total{controller=\"policy\"}"))
+        .unwrap_or_else(|| panic!("no policy reconcile counter in:\n{metrics}"));
+    let count: f64 = reconciles.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 3.0, "{reconciles}");
+    assert!(
+        metrics.contains("frys_rollback_reconcile_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("frys_rollback_policies 2"), "{metrics}");
+
+    // SIGTERM stops it cleanly.
+    let status = operator.stop().await;
+    assert!(status.success(), "operator exited with {status}");
+}
+
+#[tokio::test]
+async fn events_are_adopted_by_their_policy() {
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    let ns = support::namespace(&client, "op-event").await;
+    let _operator = Operator::start(&ns, &[]).await;
+    let (ok, _, err) = kubectl_apply(&ns, &policy_yaml("web", "web"));
+    assert!(ok, "{err}");
+    let event = |name: &str, policy: &str| {
+        format!(
+            "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackEvent\nmetadata: {{name: {name}}}\nspec:\n  policyRef: {{name: {policy}}}\n  type: Manual\n  strategy: VersionRollback\n  reason: test\n"
+        )
+    };
+    let (ok, _, err) = kubectl_apply(
+        &ns,
+        &(event("e-ok", "web") + "---\n" + &event("e-orphan", "nope")),
+    );
+    assert!(ok, "{err}");
+    let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
+    let policy_uid = Api::<RollbackPolicy>::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap()
+        .metadata
+        .uid;
+    eventually("event owned by its policy", TIMEOUT, || async {
+        let e = events.get("e-ok").await.ok()?;
+        let owned = e
+            .metadata
+            .owner_references?
+            .iter()
+            .any(|o| Some(&o.uid) == policy_uid.as_ref());
+        (owned && e.status?.message.as_deref() == Some("accepted")).then_some(())
+    })
+    .await;
+    let message = eventually("orphan event failed", TIMEOUT, || async {
+        let s = events.get("e-orphan").await.ok()?.status?;
+        (s.phase == frys_rollback::api::EventPhase::Failed).then_some(s.message?)
+    })
+    .await;
+    assert_eq!(
+        message,
+        format!("RollbackPolicy nope not found in namespace {ns}")
+    );
+}
