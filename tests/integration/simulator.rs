@@ -231,3 +231,25 @@ async fn runtime_faults_are_scoped_by_image() {
     .await;
     support::sim::clear(&ns, "api").await;
 }
+
+#[tokio::test]
+async fn a_private_prometheus_sees_the_simulator_and_can_be_stopped() {
+    if !support::require_simulator("a_private_prometheus_sees_the_simulator_and_can_be_stopped") {
+        return;
+    }
+    let mut prometheus = support::prometheus::PrivatePrometheus::start().await;
+    let up = eventually(
+        "the private Prometheus scrapes the simulator",
+        TIMEOUT,
+        || async { query_scalar(&prometheus.url, r#"up{job="frys-sim"}"#).await },
+    )
+    .await;
+    assert_eq!(up, 1.0);
+    prometheus.stop().await;
+    assert!(
+        reqwest::get(format!("{}/-/ready", prometheus.url))
+            .await
+            .is_err(),
+        "still answering after stop"
+    );
+}
