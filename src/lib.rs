@@ -10,5 +10,6 @@ pub mod assess;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod decide;
 pub mod server;
 pub mod telemetry;
