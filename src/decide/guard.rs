@@ -12,7 +12,10 @@ use std::{collections::BTreeMap, time::Duration};
 
 use jiff::Timestamp;
 
-use crate::api::{IncidentClass, StrategyKind, annotations, duration};
+use crate::{
+    api::{IncidentClass, StrategyKind, annotations, duration},
+    config::OperatorConfig,
+};
 
 /// Guard limits (operator configuration).
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +36,18 @@ impl Default for GuardSettings {
             correlation_min_policies: 3,
             correlation_window: Duration::from_secs(120),
             shared_dependency_min_policies: 2,
+        }
+    }
+}
+
+impl GuardSettings {
+    /// The operator's guard settings.
+    pub fn from_config(config: &OperatorConfig) -> Self {
+        Self {
+            max_concurrent: config.max_concurrent_remediations,
+            correlation_min_policies: config.correlation_min_policies,
+            correlation_window: config.correlation_window,
+            ..Self::default()
         }
     }
 }
@@ -314,6 +329,14 @@ mod tests {
         // The policy that failed an hour later is not part of the group.
         let v = verdict(&settings, &view(&critical), "blog/web", false);
         assert_eq!(v.blocking(StrategyKind::VersionRollback), None);
+    }
+
+    #[test]
+    fn operator_defaults() {
+        assert_eq!(
+            GuardSettings::from_config(&OperatorConfig::defaults()),
+            GuardSettings::default()
+        );
     }
 
     #[test]
