@@ -100,6 +100,15 @@ pub struct OperatorConfig {
     #[arg(long, env = "FRYS_MAX_CONCURRENT_REMEDIATIONS", default_value_t = 3)]
     pub max_concurrent_remediations: u32,
 
+    /// Policies turning critical within --correlation-window that suggest a common cause: their
+    /// automatic version rollbacks are held.
+    #[arg(long, env = "FRYS_CORRELATION_MIN_POLICIES", default_value_t = 3)]
+    pub correlation_min_policies: usize,
+
+    /// Window of the correlation above.
+    #[arg(long, env = "FRYS_CORRELATION_WINDOW", default_value = "2m", value_parser = parse_duration_arg)]
+    pub correlation_window: Duration,
+
     /// Freeze: no automatic remediation anywhere (manual ones still run).
     #[arg(long, env = "FRYS_FREEZE", default_value_t = false, action = clap::ArgAction::Set)]
     pub freeze: bool,

@@ -1,12 +1,15 @@
 //! frys-rollback: a Kubernetes operator that keeps Deployments healthy through bad releases.
 //!
 //! One module per concern: `api` (the CRD types), `config` (operator-wide defaults and their
-//! resolution), `controller` (reconcilers), `server` (HTTP endpoints), `telemetry` (logs and
-//! metrics), `cli` (the commands).
+//! resolution), `assess` and `decide` (the pure engine: data in, decisions out, no I/O),
+//! `controller` (reconcilers), `server` (HTTP endpoints), `telemetry` (logs and metrics), `cli`
+//! (the commands).
 
 pub mod api;
+pub mod assess;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod decide;
 pub mod server;
 pub mod telemetry;

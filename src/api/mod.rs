@@ -30,6 +30,8 @@ pub mod annotations {
     pub const EMERGENCY: &str = "rollback.frys.io/emergency";
     /// Acknowledge a failed incident so automatic action may resume.
     pub const ACK: &str = "rollback.frys.io/ack";
+    /// On a Namespace: hold automatic remediation of its policies (`true`); manual ones still run.
+    pub const FREEZE: &str = "rollback.frys.io/freeze";
     /// On a RollbackEvent: undo its actions (`true`, or `force` to overwrite later changes).
     pub const UNDO: &str = "rollback.frys.io/undo";
 }

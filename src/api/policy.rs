@@ -633,9 +633,23 @@ pub struct RollbackPolicyStatus {
     /// Inconclusive, resets on Healthy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_streak: Option<u32>,
+    /// When the current failure streak began: the start of the degradation, used to tell a
+    /// Release incident and to correlate policies that turn critical together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Time>,
     /// The open incident, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident: Option<IncidentStatus>,
+    /// When the last automatic remediation was decided; cooldown counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_automatic_remediation: Option<Time>,
+    /// The last rollback.frys.io/ack value consumed (a new value acknowledges again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<String>,
+    /// The last manual trigger or emergency consumed, so the same request re-added within
+    /// cooldown (e.g. by a GitOps tool) does not fire twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trigger: Option<ConsumedTrigger>,
     /// The most recent remediation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rollback: Option<LastRollback>,
@@ -702,6 +716,10 @@ pub struct IncidentStatus {
     /// The RollbackEvent in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_event: Option<String>,
+    /// True when the last step failed verification: the next one escalates without waiting
+    /// for cooldown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last_step_failed: bool,
     /// True once attempts are used up: automatic action is held until the target is healthy or
     /// a person annotates rollback.frys.io/ack.
     #[serde(default)]
@@ -709,6 +727,16 @@ pub struct IncidentStatus {
     /// Explanation in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// A manual trigger or emergency request that was acted on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumedTrigger {
+    /// The request (strategy or emergency, and reason) as the operator read it.
+    pub value: String,
+    /// When it was consumed.
+    pub time: Time,
 }
 
 /// Summary of the most recent remediation.
