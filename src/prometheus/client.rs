@@ -326,15 +326,15 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The rustls error in a chain, if the failure was the TLS handshake. rustls errors travel inside
-/// `io::Error`, whose `source()` skips them, hence the look inside each `io::Error`.
+/// (nested) `io::Error`s, whose `source()` skips the error they wrap, hence the look inside.
 fn tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    std::iter::successors(Some(error), |&e| e.source()).find_map(|e| {
-        e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        })
-    })
+    fn inside<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+        match e.downcast_ref::<rustls::Error>() {
+            Some(tls) => Some(tls),
+            None => inside(e.downcast_ref::<std::io::Error>()?.get_ref()?),
+        }
+    }
+    std::iter::successors(Some(error), |&e| e.source()).find_map(inside)
 }
 
 /// Clients by endpoint, so connections are reused across ticks.
