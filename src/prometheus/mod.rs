@@ -10,6 +10,8 @@ mod group;
 pub mod plan;
 pub mod secrets;
 pub mod template;
+#[cfg(test)]
+mod tiny_promql;
 
 use std::{collections::BTreeMap, future::Future, time::Duration};
 

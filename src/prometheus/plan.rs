@@ -541,4 +541,87 @@ mod tests {
         assert_eq!(s[1].name, REQUEST_RATE_SIGNAL);
         assert_eq!(Signal::for_policy(&[m], "app", false).len(), 1);
     }
+
+    /// Grouped readings equal per-target readings, on synthetic data evaluated by a tiny PromQL
+    /// evaluator (tests/prometheus.rs checks the same against a real Prometheus).
+    mod same_values {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::prometheus::{template::render, tiny_promql};
+
+        const TEMPLATES: &[(&str, &str)] = &[
+            (
+                "errorsPerSeries",
+                r#"sum(rate(http_requests_total{namespace="{{ namespace }}", app="{{ target }}", code="500"}[{{ window }}])) / count(http_requests_total{namespace="{{namespace}}", app="{{target}}"})"#,
+            ),
+            (
+                "busiest",
+                r#"max without (pod, code) (rate(http_requests_total{namespace="{{ namespace }}", app="{{ target }}"}[{{ window }}]))"#,
+            ),
+        ];
+
+        /// Series of namespaces a, b × apps x, y × pods × codes; None leaves a series out.
+        fn data(rates: &[Option<u8>]) -> Vec<Sample> {
+            let slots = ["a", "b"].into_iter().flat_map(|ns| {
+                ["x", "y"].into_iter().flat_map(move |app| {
+                    ["p1", "p2"].into_iter().flat_map(move |pod| {
+                        ["200", "500"]
+                            .into_iter()
+                            .map(move |code| (ns, app, pod, code))
+                    })
+                })
+            });
+            slots
+                .zip(rates)
+                .filter_map(|((ns, app, pod, code), rate)| {
+                    let labels = [
+                        ("__name__", "http_requests_total"),
+                        ("namespace", ns),
+                        ("app", app),
+                        ("pod", pod),
+                        ("code", code),
+                    ];
+                    rate.map(|r| Sample::new(labels, f64::from(r)))
+                })
+                .collect()
+        }
+
+        fn close(a: &Reading, b: &Reading) -> bool {
+            match (a, b) {
+                (Ok(Some(a)), Ok(Some(b))) => (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+                (a, b) => a == b,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn grouped_equals_per_target(rates in proptest::collection::vec(proptest::option::of(0u8..50), 16)) {
+                let data = data(&rates);
+                let mut signals: Vec<(&str, String)> = TEMPLATES
+                    .iter()
+                    .map(|(n, t)| (*n, t.to_string()))
+                    .collect();
+                signals.push(("errors", preset(Preset::ErrorRate)));
+                signals.push((REQUEST_RATE_SIGNAL, template::request_rate_template("app")));
+                let targets = [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y"), ("a", "ghost")];
+                let policies: Vec<_> = targets.iter().map(|(ns, t)| policy(ns, t, &signals)).collect();
+                let plan = plan(&policies);
+                prop_assert_eq!(plan.queries().len(), signals.len());
+
+                let source = FnSource(|q: &str| Ok(tiny_promql::eval(q, &data)));
+                let readings = futures::executor::block_on(run(&plan, None, |_| Ok(&source)));
+                for p in &policies {
+                    for s in &p.signals {
+                        let vars = Vars { namespace: &p.namespace, target: &p.target, pod_regex: None, window: WINDOW };
+                        let promql = render(&s.template, &vars).unwrap();
+                        let alone = single_value(tiny_promql::eval(&promql, &data).iter(), None);
+                        let shared = &readings[&p.policy][&s.name];
+                        prop_assert!(close(shared, &alone), "{} {}: shared {:?}, alone {:?}", p.policy, s.name, shared, alone);
+                    }
+                }
+            }
+        }
+    }
 }
