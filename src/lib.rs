@@ -1,9 +1,9 @@
 //! frys-rollback: a Kubernetes operator that keeps Deployments healthy through bad releases.
 //!
 //! One module per concern: `api` (the CRD types), `config` (operator-wide defaults and their
-//! resolution), `assess` and `decide` (the pure engine: data in, decisions out, no I/O),
-//! `controller` (reconcilers), `server` (HTTP endpoints), `telemetry` (logs and metrics), `cli`
-//! (the commands).
+//! resolution), `prometheus` (queries, templates, shared-query planning), `assess` and `decide`
+//! (the pure engine: data in, decisions out, no I/O), `controller` (reconcilers), `server`
+//! (HTTP endpoints), `telemetry` (logs and metrics), `cli` (the commands).
 
 pub mod api;
 pub mod assess;
@@ -11,5 +11,6 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod decide;
+pub mod prometheus;
 pub mod server;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 //! The operator's own metrics, served on `/metrics` in the OpenMetrics text format.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -32,6 +32,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub prometheus_queries: Family<QueryLabels, Counter>,
+    pub prometheus_query_duration: Histogram,
     pub policies: Gauge,
 }
 
@@ -45,6 +46,8 @@ impl Default for Metrics {
                 Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
             });
         let prometheus_queries = Family::<QueryLabels, Counter>::default();
+        let prometheus_query_duration =
+            Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let policies = Gauge::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
@@ -63,6 +66,11 @@ impl Default for Metrics {
             prometheus_queries.clone(),
         );
         registry.register(
+            "prometheus_query_duration_seconds",
+            "Time Prometheus queries took, failures included",
+            prometheus_query_duration.clone(),
+        );
+        registry.register(
             "policies",
             "RollbackPolicies known to the operator",
             policies.clone(),
@@ -73,6 +81,7 @@ impl Default for Metrics {
             reconcile_errors,
             reconcile_duration,
             prometheus_queries,
+            prometheus_query_duration,
             policies,
         }
     }
@@ -100,6 +109,14 @@ impl Metrics {
                 error: error.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts one Prometheus query by outcome (`success` or a `QueryError::outcome`).
+    pub fn prometheus_query(&self, outcome: &'static str, took: Duration) {
+        self.prometheus_queries
+            .get_or_create(&QueryLabels { outcome })
+            .inc();
+        self.prometheus_query_duration.observe(took.as_secs_f64());
     }
 
     /// The text exposition of every metric.

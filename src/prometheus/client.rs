@@ -1,0 +1,454 @@
+//! The HTTP implementation of [`MetricsSource`] on prometheus-http-query, with the operator's own
+//! reqwest client: timeout, bearer or basic credentials, extra CA roots, TLS always verified.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use prometheus_http_query::response::{Data, PromqlResult};
+use reqwest::{
+    StatusCode,
+    header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue},
+};
+use serde::Deserialize;
+
+use super::{MetricsSource, QueryError, Sample};
+use crate::telemetry::Metrics;
+
+/// Timeout of one query when the policy does not set one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Basic auth user and password.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BasicCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// Credentials already read from their Secrets. Debug output never shows secret values.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Credentials {
+    pub bearer_token: Option<String>,
+    pub basic: Option<BasicCredentials>,
+    /// PEM bundle of extra trust roots.
+    pub ca_pem: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "***"))
+            .field("basic", &self.basic.as_ref().map(|b| (&b.username, "***")))
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
+            .finish()
+    }
+}
+
+/// Where and how to reach one Prometheus: the key under which queries are shared.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub url: String,
+    pub timeout: Duration,
+    pub credentials: Credentials,
+}
+
+impl Endpoint {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            timeout: DEFAULT_TIMEOUT,
+            credentials: Credentials::default(),
+        }
+    }
+}
+
+/// Queries one Prometheus over HTTP. Cheap to clone (connections are pooled inside).
+#[derive(Clone)]
+pub struct PrometheusClient {
+    client: prometheus_http_query::Client,
+    url: String,
+    timeout: Duration,
+    metrics: Option<Metrics>,
+}
+
+impl fmt::Debug for PrometheusClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrometheusClient")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+fn invalid(message: impl fmt::Display) -> QueryError {
+    QueryError::InvalidConfig {
+        message: message.to_string(),
+    }
+}
+
+/// An `Authorization` header value that is never logged.
+fn secret_header(value: String) -> Result<HeaderValue, QueryError> {
+    let mut header = HeaderValue::try_from(value)
+        .map_err(|_| invalid("credentials contain characters not allowed in an HTTP header"))?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+impl PrometheusClient {
+    pub fn new(endpoint: &Endpoint) -> Result<Self, QueryError> {
+        let creds = &endpoint.credentials;
+        let mut headers = HeaderMap::new();
+        match (&creds.bearer_token, &creds.basic) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("set either a bearer token or basic auth, not both"));
+            }
+            (Some(token), None) => {
+                headers.insert(AUTHORIZATION, secret_header(format!("Bearer {token}"))?);
+            }
+            (None, Some(b)) => {
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", b.username, b.password));
+                headers.insert(AUTHORIZATION, secret_header(format!("Basic {encoded}"))?);
+            }
+            (None, None) => {}
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(endpoint.timeout)
+            .default_headers(headers);
+        if let Some(pem) = &creds.ca_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| invalid(format!("CA bundle: {}", chain(&e))))?;
+            if roots.is_empty() {
+                return Err(invalid("CA bundle holds no PEM certificate"));
+            }
+            builder = builder.tls_certs_merge(roots);
+        }
+        let http = builder.build().map_err(|e| invalid(chain(&e)))?;
+        let client = prometheus_http_query::Client::from(http, &endpoint.url)
+            .map_err(|e| invalid(format!("URL {:?}: {}", endpoint.url, chain(&e))))?;
+        Ok(Self {
+            client,
+            url: endpoint.url.clone(),
+            timeout: endpoint.timeout,
+            metrics: None,
+        })
+    }
+
+    /// Counts every query in the operator's `prometheus_queries{outcome}`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn send(
+        &self,
+        promql: &str,
+        at: Option<jiff::Timestamp>,
+    ) -> Result<Vec<Sample>, QueryError> {
+        // Prometheus stops evaluating at the same deadline the client gives up.
+        let mut query = self
+            .client
+            .query(promql)
+            .timeout(i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX));
+        if let Some(at) = at {
+            query = query.query("time", prometheus_time(at));
+        }
+        // POST: grouped queries and pod regexes can outgrow URL limits of proxies.
+        let response = query.post_raw().await.map_err(|e| self.transport(&e))?;
+        let status = response.status();
+        let json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let body = response.bytes().await.map_err(|e| self.transport(&e))?;
+        let text = || snippet(&body);
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(QueryError::Auth {
+                url: self.url.clone(),
+                status: status.as_u16(),
+                message: text(),
+            });
+        }
+        if !json {
+            return Err(if status.is_success() {
+                QueryError::UnexpectedResult {
+                    message: format!("the answer is not JSON: {}", text()),
+                }
+            } else {
+                self.server_error(status, text())
+            });
+        }
+        match serde_json::from_slice::<Envelope>(&body) {
+            Ok(Envelope::Success { data }) => samples(data),
+            Ok(Envelope::Error { error_type, error }) => Err(match error_type.as_str() {
+                "bad_data" | "execution" => QueryError::BadQuery { message: error },
+                "timeout" | "canceled" => QueryError::Timeout {
+                    url: self.url.clone(),
+                    timeout: self.timeout,
+                },
+                _ => self.server_error(status, format!("{error_type}: {error}")),
+            }),
+            Err(e) if status.is_success() => Err(QueryError::UnexpectedResult {
+                message: format!("{e}: {}", text()),
+            }),
+            Err(_) => Err(self.server_error(status, text())),
+        }
+    }
+
+    fn server_error(&self, status: StatusCode, message: String) -> QueryError {
+        QueryError::Server {
+            url: self.url.clone(),
+            status: status.as_u16(),
+            message,
+        }
+    }
+
+    /// Classifies a failure to get an answer at all.
+    fn transport(&self, error: &(dyn std::error::Error + 'static)) -> QueryError {
+        let url = self.url.clone();
+        let reqwest_error = std::iter::successors(Some(error), |&e| e.source())
+            .find_map(|e| e.downcast_ref::<reqwest::Error>());
+        if reqwest_error.is_some_and(|e| e.is_timeout()) {
+            return QueryError::Timeout {
+                url,
+                timeout: self.timeout,
+            };
+        }
+        if let Some(tls) = tls_error(error) {
+            return QueryError::Tls {
+                url,
+                message: tls.to_string(),
+            };
+        }
+        QueryError::Unreachable {
+            url,
+            message: chain(error),
+        }
+    }
+}
+
+impl MetricsSource for PrometheusClient {
+    async fn query(
+        &self,
+        promql: &str,
+        at: Option<jiff::Timestamp>,
+    ) -> Result<Vec<Sample>, QueryError> {
+        let started = Instant::now();
+        let result = self.send(promql, at).await;
+        if let Some(metrics) = &self.metrics {
+            let outcome = result
+                .as_ref()
+                .map_or_else(QueryError::outcome, |_| "success");
+            metrics.prometheus_query(outcome, started.elapsed());
+        }
+        match &result {
+            Ok(samples) => {
+                tracing::debug!(url = %self.url, promql, series = samples.len(), "queried Prometheus")
+            }
+            Err(error) => {
+                tracing::debug!(url = %self.url, promql, %error, "Prometheus query failed")
+            }
+        }
+        result
+    }
+}
+
+/// The API's answer envelope; `data` uses prometheus-http-query's result types.
+#[derive(Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+enum Envelope {
+    Success {
+        data: PromqlResult,
+    },
+    Error {
+        #[serde(rename = "errorType")]
+        error_type: String,
+        error: String,
+    },
+}
+
+fn samples(result: PromqlResult) -> Result<Vec<Sample>, QueryError> {
+    match result.into_inner().0 {
+        Data::Vector(v) => Ok(v
+            .into_iter()
+            .map(|s| {
+                let (labels, sample) = s.into_inner();
+                Sample {
+                    labels: labels.into_iter().collect(),
+                    value: sample.value(),
+                }
+            })
+            .collect()),
+        Data::Scalar(s) => Ok(vec![Sample {
+            labels: Default::default(),
+            value: s.value(),
+        }]),
+        Data::Matrix(_) => Err(QueryError::UnexpectedResult {
+            message: "the query returns a range vector; use an instant vector".into(),
+        }),
+    }
+}
+
+/// Seconds with milliseconds, as the API's `time` parameter takes them.
+fn prometheus_time(at: jiff::Timestamp) -> String {
+    let ms = at.as_millisecond();
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// The first 300 characters of a body, for error messages.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// An error and its causes on one line (reqwest's own message alone says little).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in std::iter::successors(Some(error), |&e| e.source()) {
+        let s = e.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+/// The rustls error in a chain, if the failure was the TLS handshake. rustls errors travel inside
+/// (nested) `io::Error`s, whose `source()` skips the error they wrap, hence the look inside.
+fn tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    fn inside<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+        match e.downcast_ref::<rustls::Error>() {
+            Some(tls) => Some(tls),
+            None => inside(e.downcast_ref::<std::io::Error>()?.get_ref()?),
+        }
+    }
+    std::iter::successors(Some(error), |&e| e.source()).find_map(inside)
+}
+
+/// Clients by endpoint, so connections are reused across ticks.
+#[derive(Clone, Default)]
+pub struct ClientCache {
+    clients: Arc<Mutex<HashMap<Endpoint, PrometheusClient>>>,
+    metrics: Option<Metrics>,
+}
+
+impl ClientCache {
+    pub fn new(metrics: Option<Metrics>) -> Self {
+        Self {
+            clients: Default::default(),
+            metrics,
+        }
+    }
+
+    /// The client for an endpoint, built on first use.
+    pub fn get(&self, endpoint: &Endpoint) -> Result<PrometheusClient, QueryError> {
+        let mut clients = self.clients.lock().expect("client cache lock");
+        if let Some(client) = clients.get(endpoint) {
+            return Ok(client.clone());
+        }
+        let mut client = PrometheusClient::new(endpoint)?;
+        if let Some(metrics) = &self.metrics {
+            client = client.with_metrics(metrics.clone());
+        }
+        clients.insert(endpoint.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Forgets clients of endpoints no longer in use (e.g. after a credential rotation).
+    pub fn retain(&self, keep: impl Fn(&Endpoint) -> bool) {
+        self.clients
+            .lock()
+            .expect("client cache lock")
+            .retain(|e, _| keep(e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let creds = Credentials {
+            bearer_token: Some("t0ken".into()),
+            basic: Some(BasicCredentials {
+                username: "frys".into(),
+                password: "s3cret".into(),
+            }),
+            ca_pem: None,
+        };
+        let text = format!(
+            "{:?}",
+            Endpoint {
+                credentials: creds,
+                ..Endpoint::new("http://p:9090")
+            }
+        );
+        assert!(
+            !text.contains("t0ken") && !text.contains("s3cret"),
+            "{text}"
+        );
+        assert!(text.contains("frys"), "{text}");
+    }
+
+    #[test]
+    fn refuses_inconsistent_settings() {
+        let mut e = Endpoint::new("http://p:9090");
+        e.credentials.bearer_token = Some("a".into());
+        e.credentials.basic = Some(BasicCredentials {
+            username: "u".into(),
+            password: "p".into(),
+        });
+        assert!(matches!(
+            PrometheusClient::new(&e),
+            Err(QueryError::InvalidConfig { .. })
+        ));
+        let mut e = Endpoint::new("http://p:9090");
+        e.credentials.ca_pem = Some("not a certificate".into());
+        let err = PrometheusClient::new(&e).unwrap_err();
+        assert!(err.to_string().contains("CA bundle"), "{err}");
+        assert!(PrometheusClient::new(&Endpoint::new("not a url")).is_err());
+    }
+
+    #[test]
+    fn time_parameter_keeps_milliseconds() {
+        let at = jiff::Timestamp::from_millisecond(1_700_000_000_250).unwrap();
+        assert_eq!(prometheus_time(at), "1700000000.250");
+    }
+
+    #[test]
+    fn decodes_vectors_and_scalars() {
+        let vector = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"app":"web"},"value":[1700000000.0,"0.25"]}]}}"#;
+        let Envelope::Success { data } = serde_json::from_str(vector).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            samples(data).unwrap(),
+            vec![Sample::new([("app", "web")], 0.25)]
+        );
+        let scalar =
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000.0,"NaN"]}}"#;
+        let Envelope::Success { data } = serde_json::from_str(scalar).unwrap() else {
+            panic!()
+        };
+        let s = samples(data).unwrap();
+        assert!(s[0].labels.is_empty() && s[0].value.is_nan());
+        let error = r#"{"status":"error","errorType":"bad_data","error":"1:5: parse error: unclosed left parenthesis"}"#;
+        assert!(matches!(
+            serde_json::from_str::<Envelope>(error).unwrap(),
+            Envelope::Error { error_type, .. } if error_type == "bad_data"
+        ));
+    }
+}
