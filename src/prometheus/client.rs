@@ -17,7 +17,7 @@ use reqwest::{
 use serde::Deserialize;
 
 use super::{MetricsSource, QueryError, Sample};
-use crate::telemetry::Metrics;
+use crate::{api::PrometheusSource, telemetry::Metrics};
 
 /// Timeout of one query when the policy does not set one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +63,32 @@ impl Endpoint {
             timeout: DEFAULT_TIMEOUT,
             credentials: Credentials::default(),
         }
+    }
+
+    /// A policy's endpoint: its `spec.prometheus` (URL, timeout) with the credentials resolved
+    /// from it, or the operator's `--prometheus-url`.
+    pub fn for_policy(
+        source: Option<&PrometheusSource>,
+        default_url: Option<&str>,
+        credentials: Credentials,
+    ) -> Result<Self, QueryError> {
+        let url = source
+            .map(|s| s.url.as_str())
+            .or(default_url)
+            .ok_or_else(|| {
+                invalid(
+                    "no Prometheus URL: set spec.prometheus.url or the operator's --prometheus-url",
+                )
+            })?;
+        let timeout = match source.and_then(|s| s.timeout.as_ref()) {
+            Some(t) => t.get().map_err(|e| invalid(format!("timeout: {e}")))?,
+            None => DEFAULT_TIMEOUT,
+        };
+        Ok(Self {
+            url: url.to_owned(),
+            timeout,
+            credentials,
+        })
     }
 }
 
@@ -420,6 +446,34 @@ mod tests {
         let err = PrometheusClient::new(&e).unwrap_err();
         assert!(err.to_string().contains("CA bundle"), "{err}");
         assert!(PrometheusClient::new(&Endpoint::new("not a url")).is_err());
+    }
+
+    #[test]
+    fn policy_endpoint_or_operator_default() {
+        let source = PrometheusSource {
+            url: "https://prom.example:9090".into(),
+            timeout: Some("3s".into()),
+            bearer_token_secret_ref: None,
+            basic_auth: None,
+            ca_secret_ref: None,
+        };
+        let e = Endpoint::for_policy(
+            Some(&source),
+            Some("http://default"),
+            Credentials::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (e.url.as_str(), e.timeout),
+            ("https://prom.example:9090", Duration::from_secs(3))
+        );
+        let e = Endpoint::for_policy(None, Some("http://default"), Credentials::default()).unwrap();
+        assert_eq!(
+            (e.url.as_str(), e.timeout),
+            ("http://default", DEFAULT_TIMEOUT)
+        );
+        let err = Endpoint::for_policy(None, None, Credentials::default()).unwrap_err();
+        assert!(err.to_string().contains("--prometheus-url"), "{err}");
     }
 
     #[test]

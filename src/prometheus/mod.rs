@@ -1,9 +1,18 @@
 //! Prometheus access: the [`MetricsSource`] trait the rest of the operator queries through, its
 //! HTTP implementation ([`PrometheusClient`]), query templates and presets ([`template`]), and the
-//! planner that evaluates shared templates once for many policies ([`plan`]).
+//! planner that evaluates shared templates once for many policies ([`plan`](mod@plan)).
 //!
 //! Only [`secrets`] touches the Kubernetes client (to read credentials); everything else is pure
 //! or talks to Prometheus.
+//!
+//! How the policy controller uses it:
+//! - on reconcile: [`validate_metrics`] (an error goes into `Ready=False`), then
+//!   [`resolve_credentials`] and [`Endpoint::for_policy`];
+//! - each tick, for the policies due: one [`PolicyQueries`] each (signals from
+//!   [`Signal::for_policy`], `podRegex` from [`pod_regex`] of the target's ReplicaSets), then
+//!   `run(&plan(&due), Some(now), |e| cache.get(e))` with a [`ClientCache`] built with the
+//!   operator's metrics. The [`Readings`] hold, per policy and signal, a value, "no data"
+//!   (`Ok(None)`), or a [`QueryError`] whose `reason()` suits `MetricsAvailable=False`.
 
 pub mod client;
 mod group;

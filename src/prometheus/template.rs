@@ -2,7 +2,7 @@
 //! validation of the rendered PromQL.
 //!
 //! Presets are templates like any other, written so that their result keeps the `namespace` and
-//! workload labels: the planner can then evaluate them once for many targets (see [`super::plan`]).
+//! workload labels: the planner can then evaluate them once for many targets (see [`plan`](mod@super::plan)).
 
 use std::time::Duration;
 
