@@ -277,8 +277,9 @@ fn not_found(e: kube::Error, kind: Kind, name: &str) -> Error {
 }
 
 /// Maps a refused write to a typed error: a stale resourceVersion (409) or a failed `test`
-/// operation (422: the API server answers a failed JSON Patch test with a bare "Invalid") both
-/// mean the object changed since it was read.
+/// operation both mean the object changed since it was read. The API server answers a failed
+/// JSON Patch test with a bare 422 "Invalid" without causes; a validation failure (also 422)
+/// lists its causes and stays a Kubernetes error.
 fn write_error(e: kube::Error, change: &Change) -> Error {
     let conflict = |field: String, detail: String| Error::Conflict {
         kind: change.kind.to_string(),
@@ -287,7 +288,9 @@ fn write_error(e: kube::Error, change: &Change) -> Error {
         detail,
     };
     match (&e, &change.request) {
-        (kube::Error::Api(s), Request::JsonPatch(patch)) if s.code == 422 => {
+        (kube::Error::Api(s), Request::JsonPatch(patch))
+            if s.code == 422 && s.details.as_ref().is_none_or(|d| d.causes.is_empty()) =>
+        {
             let tested: Vec<String> = serde_json::to_value(patch)
                 .ok()
                 .and_then(|ops| ops.as_array().cloned())
@@ -306,5 +309,55 @@ fn write_error(e: kube::Error, change: &Change) -> Error {
             format!("server said: {} (409)", s.message),
         ),
         _ => not_found(e, change.kind, &change.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::route::{self, HttpRoute, RuleSelector};
+
+    fn route_change() -> Change {
+        let obj = json!({"metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [{"name": "a"}]}]}});
+        let rule = route::find_rule(&HttpRoute, &obj, &RuleSelector::Index(0)).unwrap();
+        route::change(
+            &HttpRoute,
+            "web",
+            &rule,
+            vec![json!({"name": "a", "weight": 0})],
+            "s".into(),
+        )
+    }
+
+    /// A refusal as the API server sends it.
+    fn api_error(status: Value) -> kube::Error {
+        kube::Error::Api(
+            serde_json::from_value::<kube::core::Status>(status)
+                .unwrap()
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn a_failed_test_operation_is_a_conflict_naming_the_tested_paths() {
+        // What the API server answers to a failed JSON Patch test.
+        let failed_test = json!({"status": "Failure", "code": 422, "reason": "Invalid", "details": {},
+            "message": "the server rejected our request due to an error in our request"});
+        let err = write_error(api_error(failed_test), &route_change());
+        assert!(
+            matches!(&err, Error::Conflict { field, .. } if field == "/spec/rules/0/backendRefs"),
+            "{err}"
+        );
+        let invalid = json!({"status": "Failure", "code": 422, "reason": "Invalid", "message": "invalid",
+            "details": {"causes": [{"field": "spec.rules[0].backendRefs[0].weight"}]}});
+        let err = write_error(api_error(invalid), &route_change());
+        assert!(
+            matches!(err, Error::Kube(_)),
+            "validation errors stay API errors: {err}"
+        );
+        let missing =
+            json!({"status": "Failure", "code": 404, "reason": "NotFound", "message": "gone"});
+        let err = write_error(api_error(missing), &route_change());
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
     }
 }
