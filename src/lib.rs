@@ -2,8 +2,9 @@
 //!
 //! One module per concern: `api` (the CRD types), `config` (operator-wide defaults and their
 //! resolution), `prometheus` (queries, templates, shared-query planning), `assess` and `decide`
-//! (the pure engine: data in, decisions out, no I/O), `controller` (reconcilers), `server`
-//! (HTTP endpoints), `telemetry` (logs and metrics), `cli` (the commands).
+//! (the pure engine: data in, decisions out, no I/O), `strategy` (the five remediations: pure
+//! planners and a thin apply layer), `controller` (reconcilers), `server` (HTTP endpoints),
+//! `telemetry` (logs and metrics), `cli` (the commands).
 
 pub mod api;
 pub mod assess;
@@ -13,4 +14,5 @@ pub mod controller;
 pub mod decide;
 pub mod prometheus;
 pub mod server;
+pub mod strategy;
 pub mod telemetry;

@@ -502,6 +502,11 @@ pub struct EmergencyShutdownSpec {
     /// Also cut the target's traffic on this route (weight zero).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut_traffic: Option<RouteRef>,
+    /// Backend in the cutTraffic rule that serves the target. Default: the backend named like
+    /// the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub backend: Option<String>,
 }
 
 /// How a remediation is verified (the seed's six checks).
