@@ -92,6 +92,9 @@ pub struct TargetState {
     pub desired_replicas: i32,
     /// `status.availableReplicas`.
     pub available_replicas: i32,
+    /// A rollout is in progress and within its progress deadline: no available replica then is
+    /// a rollout's normal state (e.g. the first pods starting), not an outage.
+    pub rolling_out: bool,
     pub health_check: Probe,
     /// When the target's latest new revision appeared (its newest ReplicaSet's creation).
     pub revision_changed_at: Option<Timestamp>,
@@ -386,30 +389,31 @@ pub fn assess(input: &AssessInput<'_>, settings: &AssessSettings) -> Assessment 
         .count();
 
     // Target availability first: it is known without Prometheus.
-    let (status, status_rule) = if target.desired_replicas > 0 && target.available_replicas <= 0 {
-        let desired = target.desired_replicas;
-        (HealthStatus::Unhealthy, StatusRule::NoReplicas { desired })
-    } else if let Probe::Failed(error) = &target.health_check {
-        (
-            HealthStatus::Unhealthy,
-            StatusRule::HealthCheckFailed(error.clone()),
-        )
-    } else if target.desired_replicas <= 0 {
-        (HealthStatus::Warning, StatusRule::ScaledToZero)
-    } else if metrics.len() >= 2 && critical == metrics.len() {
-        let count = critical;
-        (
-            HealthStatus::Unhealthy,
-            StatusRule::AllSignalsCritical { count },
-        )
-    } else {
-        match worst {
-            None => (HealthStatus::Warning, StatusRule::NothingConclusive),
-            Some(MetricSeverity::Critical) => (HealthStatus::Critical, StatusRule::WorstSignal),
-            Some(MetricSeverity::Warning) => (HealthStatus::Warning, StatusRule::WorstSignal),
-            Some(_) => (HealthStatus::Healthy, StatusRule::WorstSignal),
-        }
-    };
+    let (status, status_rule) =
+        if target.desired_replicas > 0 && target.available_replicas <= 0 && !target.rolling_out {
+            let desired = target.desired_replicas;
+            (HealthStatus::Unhealthy, StatusRule::NoReplicas { desired })
+        } else if let Probe::Failed(error) = &target.health_check {
+            (
+                HealthStatus::Unhealthy,
+                StatusRule::HealthCheckFailed(error.clone()),
+            )
+        } else if target.desired_replicas <= 0 {
+            (HealthStatus::Warning, StatusRule::ScaledToZero)
+        } else if metrics.len() >= 2 && critical == metrics.len() {
+            let count = critical;
+            (
+                HealthStatus::Unhealthy,
+                StatusRule::AllSignalsCritical { count },
+            )
+        } else {
+            match worst {
+                None => (HealthStatus::Warning, StatusRule::NothingConclusive),
+                Some(MetricSeverity::Critical) => (HealthStatus::Critical, StatusRule::WorstSignal),
+                Some(MetricSeverity::Warning) => (HealthStatus::Warning, StatusRule::WorstSignal),
+                Some(_) => (HealthStatus::Healthy, StatusRule::WorstSignal),
+            }
+        };
     let conclusive = !matches!(
         status_rule,
         StatusRule::NothingConclusive | StatusRule::ScaledToZero

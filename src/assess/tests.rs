@@ -41,6 +41,7 @@ pub(crate) fn up() -> TargetState {
     TargetState {
         desired_replicas: 3,
         available_replicas: 3,
+        rolling_out: false,
         health_check: Probe::Passed,
         revision_changed_at: None,
     }
@@ -192,9 +193,26 @@ fn nothing_conclusive_holds_and_never_fails() {
 }
 
 #[test]
+fn no_replicas_during_a_rollout_is_not_an_outage() {
+    let starting = TargetState {
+        available_replicas: 0,
+        rolling_out: true,
+        ..up()
+    };
+    let a = run(
+        &[errors(Sample::Value(0.0))],
+        &starting,
+        NoDataPolicy::Ignore,
+    );
+    assert_eq!(a.status, HealthStatus::Healthy);
+    assert_ne!(a.incident_class(), Some(IncidentClass::Unavailable));
+}
+
+#[test]
 fn unhealthy_rules() {
     let down = TargetState {
         available_replicas: 0,
+        rolling_out: false,
         ..up()
     };
     let a = run(&[errors(Sample::Value(0.0))], &down, NoDataPolicy::Ignore);
@@ -244,6 +262,7 @@ fn scaled_to_zero_is_not_judged() {
     let zero = TargetState {
         desired_replicas: 0,
         available_replicas: 0,
+        rolling_out: false,
         ..up()
     };
     let a = run(&[errors(Sample::NoData)], &zero, NoDataPolicy::Breach);

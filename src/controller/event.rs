@@ -13,7 +13,7 @@ use kube::{
 use serde_json::json;
 
 use super::{Context, EVENT_MANAGER, Error, Shutdown, scoped_api};
-use crate::api::{EventPhase, RollbackEvent, RollbackPolicy};
+use crate::api::{EventPhase, EventType, RollbackEvent, RollbackPolicy};
 
 const NAME: &str = "event";
 
@@ -77,8 +77,15 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
     }
 
     if phase.is_none() {
-        write_status(&events, &name, EventPhase::Pending, "accepted").await?;
-        tracing::info!(event = %name, namespace = %ns, strategy = %event.spec.strategy, "event accepted");
+        // Dry run records the decision and changes nothing; an emergency stop ignores it.
+        if policy.spec.dry_run && event.spec.type_ != EventType::Emergency {
+            let message = "dry run: decided, not applied (spec.dryRun is true)";
+            write_status(&events, &name, EventPhase::Skipped, message).await?;
+            tracing::info!(event = %name, namespace = %ns, strategy = %event.spec.strategy, "event skipped (dry run)");
+        } else {
+            write_status(&events, &name, EventPhase::Pending, "accepted").await?;
+            tracing::info!(event = %name, namespace = %ns, strategy = %event.spec.strategy, "event accepted");
+        }
     }
     Ok(Action::await_change())
 }

@@ -5,7 +5,9 @@
 //! manager per controller so the two never erase each other's fields.
 
 mod conditions;
+mod evaluator;
 mod event;
+mod health;
 mod policy;
 
 use std::sync::Arc;
@@ -109,8 +111,8 @@ pub async fn run(
         namespace,
     });
 
-    let (policies, policy_store) = policy::controller(ctx.clone(), shutdown.clone());
-    let (events, event_store) = event::controller(ctx.clone(), shutdown);
+    let (events, event_store) = event::controller(ctx.clone(), shutdown.clone());
+    let (policies, policy_store) = policy::controller(ctx.clone(), event_store.clone(), shutdown);
     let readiness = async move {
         let (a, b) = futures::join!(
             policy_store.wait_until_ready(),

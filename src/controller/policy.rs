@@ -3,11 +3,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{Stream, StreamExt};
-use k8s_openapi::{api::apps::v1::Deployment, apimachinery::pkg::apis::meta::v1::Condition};
+use futures::{FutureExt, Stream, StreamExt};
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, ReplicaSet},
+        core::v1::Namespace,
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{Patch, PatchParams, PostParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -18,10 +25,20 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{Context, Error, POLICY_MANAGER, Shutdown, condition, scoped_api, set_condition};
+use super::{
+    Context, Error, POLICY_MANAGER, Shutdown, condition,
+    evaluator::{self, Evaluation, Evaluator},
+    health, scoped_api, set_condition,
+};
 use crate::{
-    api::{RollbackPolicy, RollbackPolicySpec},
+    api::{
+        AlertLevel, EffectiveSettings, EventPhase, LastRollback, PolicyRef, RollbackEvent,
+        RollbackEventSpec, RollbackPolicy, RollbackPolicySpec, RollbackPolicyStatus, annotations,
+    },
+    assess::{self, AssessInput},
     config,
+    decide::{self, ActiveStep, ClusterView, GuardSettings, PolicyState, Remediate, Tick},
+    prometheus,
 };
 
 const NAME: &str = "policy";
@@ -30,12 +47,16 @@ struct PolicyContext {
     shared: Arc<Context>,
     policies: Store<RollbackPolicy>,
     deployments: Store<Deployment>,
+    replica_sets: Store<ReplicaSet>,
+    events: Store<RollbackEvent>,
+    evaluator: Arc<Evaluator>,
 }
 
-/// Builds the controller; the stream must be polled to run it. The returned store is ready
-/// once policies are listed.
+/// Builds the controller and its evaluator; the stream must be polled to run both. The returned
+/// store is ready once policies are listed.
 pub(super) fn controller(
     ctx: Arc<Context>,
+    events: Store<RollbackEvent>,
     shutdown: Shutdown,
 ) -> (impl Stream<Item = ()>, Store<RollbackPolicy>) {
     let ns = ctx.namespace.as_deref();
@@ -68,20 +89,59 @@ pub(super) fn controller(
         ))
     });
 
+    // ReplicaSets give the target's revisions (release time, pod names); cached, no triggers.
+    let (replica_sets, writer) = reflector::store::<ReplicaSet>();
+    let replica_set_cache = reflector::reflector(
+        writer,
+        watcher(
+            scoped_api::<ReplicaSet>(&ctx.client, ns),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .take_until(shutdown.clone())
+    .for_each(|event| async move {
+        if let Err(error) = event {
+            tracing::warn!(%error, "watching ReplicaSets");
+        }
+    });
+
+    let evaluator = Arc::new(Evaluator::new(
+        ctx.clone(),
+        policy_store.clone(),
+        deployments.clone(),
+        replica_sets.clone(),
+    ));
+    let (evaluated_tx, evaluated) = futures::channel::mpsc::unbounded();
+    let evaluations = evaluator.clone().run(evaluated_tx, shutdown.clone());
+
     let siblings = policy_store.clone();
     let pctx = Arc::new(PolicyContext {
-        shared: ctx,
+        shared: ctx.clone(),
         policies: policy_store.clone(),
         deployments,
+        replica_sets,
+        events,
+        evaluator,
     });
-    let stream = controller
+    let reconciles = controller
         .reconcile_on(deployment_triggers)
+        .reconcile_on(evaluated)
         // A policy appearing or going away changes its siblings' one-policy-per-target verdict.
         .watches(
             policies,
             watcher::Config::default(),
             move |p: RollbackPolicy| {
                 policies_targeting(&siblings, p.namespace().as_deref(), &p.spec.target_ref.name)
+            },
+        )
+        // An event finishing lets the policy decide what comes next.
+        .watches(
+            scoped_api::<RollbackEvent>(&ctx.client, ns),
+            watcher::Config::default(),
+            |e: RollbackEvent| {
+                e.namespace()
+                    .map(|ns| ObjectRef::new(&e.spec.policy_ref.name).within(&ns))
             },
         )
         .graceful_shutdown_on(shutdown)
@@ -91,6 +151,8 @@ pub(super) fn controller(
                 tracing::debug!(%error, "policy controller event");
             }
         });
+    let background = futures::future::join(replica_set_cache, evaluations).map(|_| ());
+    let stream = futures::stream::select(reconciles, background.into_stream());
     (stream, policy_store)
 }
 
@@ -121,6 +183,7 @@ pub fn readiness(
     policy: &RollbackPolicy,
     target_exists: bool,
     others: &[Arc<RollbackPolicy>],
+    workload_label: &str,
 ) -> Readiness {
     let spec = &policy.spec;
     let not_ready = |reason, message: String| Readiness {
@@ -130,6 +193,10 @@ pub fn readiness(
     };
     if let Some(problem) = spec_problems(spec).into_iter().next() {
         return not_ready("InvalidSpec", problem);
+    }
+    // Queries are parsed now, so a typo is reported here rather than at 3 a.m.
+    if let Err(invalid) = prometheus::validate_metrics(&spec.metrics, workload_label) {
+        return not_ready("InvalidQuery", invalid.to_string());
     }
     // One policy per target: the oldest (then the first by name) keeps it.
     let key = |p: &RollbackPolicy| (p.creation_timestamp(), p.name_any());
@@ -209,21 +276,27 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
     let name = policy.name_any();
     ctx.metrics.policies.set(pctx.policies.state().len() as i64);
 
-    let target = ObjectRef::<Deployment>::new(&policy.spec.target_ref.name).within(&ns);
-    let target_exists = pctx.deployments.get(&target).is_some();
+    let effective = config::effective(&policy.spec, &ctx.config);
+    let workload_label = effective.workload_label.clone().unwrap_or_default();
+    let target_ref = ObjectRef::<Deployment>::new(&policy.spec.target_ref.name).within(&ns);
+    let target = pctx.deployments.get(&target_ref);
     let others: Vec<_> = pctx
         .policies
         .state()
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .collect();
-    let verdict = readiness(&policy, target_exists, &others);
+    let verdict = readiness(&policy, target.is_some(), &others, &workload_label);
 
     let old_status = policy.status.clone().unwrap_or_default();
-    let mut conditions: Vec<Condition> = old_status.conditions.clone();
-    let previous_ready = conditions.iter().find(|c| c.type_ == "Ready").cloned();
+    let mut status = old_status.clone();
+    let previous_ready = old_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .cloned();
     set_condition(
-        &mut conditions,
+        &mut status.conditions,
         condition(
             "Ready",
             verdict.ready,
@@ -233,7 +306,7 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
     );
     let suspended = policy.spec.suspend;
     set_condition(
-        &mut conditions,
+        &mut status.conditions,
         condition(
             "Suspended",
             suspended,
@@ -245,16 +318,36 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
             },
         ),
     );
-    let effective = config::effective(&policy.spec, &ctx.config);
+    status.observed_generation = policy.metadata.generation;
+    status.effective = Some(effective.clone());
+
+    let mut notes: Vec<(AlertLevel, &'static str, String)> = vec![];
+    if verdict.ready && !suspended {
+        // Only a new evaluation moves the engine: other triggers just refresh conditions.
+        let last_evaluated = old_status
+            .health
+            .as_ref()
+            .and_then(|h| h.evaluated_at.as_ref())
+            .map(|t| t.0);
+        if let Some(evaluation) = pctx.evaluator.take(&policy)
+            && last_evaluated.is_none_or(|t| evaluation.at > t)
+        {
+            notes = step(
+                &pctx,
+                &policy,
+                target.as_deref(),
+                &effective,
+                &evaluation,
+                &mut status,
+            )
+            .await?;
+        }
+    }
 
     let patch = json!({
         "apiVersion": RollbackPolicy::api_version(&()),
         "kind": RollbackPolicy::kind(&()),
-        "status": {
-            "observedGeneration": policy.metadata.generation,
-            "conditions": conditions,
-            "effective": effective,
-        }
+        "status": status,
     });
     let api: Api<RollbackPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     api.patch_status(
@@ -269,21 +362,15 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
         .is_none_or(|c| c.reason != verdict.reason || (c.status == "True") != verdict.ready);
     if changed {
         tracing::info!(policy = %name, namespace = %ns, ready = verdict.ready, reason = verdict.reason, message = %verdict.message, "policy readiness changed");
-        let event = Event {
-            type_: if verdict.ready {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            },
-            reason: verdict.reason.into(),
-            note: Some(verdict.message),
-            action: "Validate".into(),
-            secondary: None,
+        let level = if verdict.ready {
+            AlertLevel::Info
+        } else {
+            AlertLevel::Warning
         };
-        // Events are best effort: a failure to record one must not fail the reconcile.
-        if let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-            tracing::warn!(%error, policy = %name, "could not publish event");
-        }
+        notes.insert(0, (level, verdict.reason, verdict.message));
+    }
+    for (level, reason, message) in notes {
+        publish(ctx, &policy, level, reason, message).await;
     }
 
     let interval = effective
@@ -291,6 +378,242 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
         .and_then(|d| d.get().ok())
         .unwrap_or(ctx.config.interval);
     Ok(Action::requeue(interval.max(Duration::from_secs(1))))
+}
+
+/// One engine step on a fresh evaluation: assess, decide, create the RollbackEvent it asks for,
+/// and record the outcome in `status`. Returns what to publish as Kubernetes Events.
+async fn step(
+    pctx: &PolicyContext,
+    policy: &RollbackPolicy,
+    target: Option<&Deployment>,
+    effective: &EffectiveSettings,
+    evaluation: &Evaluation,
+    status: &mut RollbackPolicyStatus,
+) -> Result<Vec<(AlertLevel, &'static str, String)>, Error> {
+    let ctx = &pctx.shared;
+    let name = policy.name_any();
+    let ns = policy.namespace().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        health::metrics_available(evaluation),
+    );
+    let (assess_settings, settings) = match decide::from_policy(&policy.spec, effective) {
+        Ok(s) => s,
+        Err(e) => {
+            set_condition(
+                &mut status.conditions,
+                condition("Ready", false, "InvalidSpec", e.to_string()),
+            );
+            return Ok(vec![]);
+        }
+    };
+
+    let readings = evaluation.readings.clone().unwrap_or_default();
+    let signals = health::signals(&policy.spec, effective, &readings);
+    let replica_sets = target
+        .map(|d| evaluator::owned_replica_sets(&pctx.replica_sets, d))
+        .unwrap_or_default();
+    let target_state = health::target_state(target, &replica_sets);
+    let mut state = PolicyState::from_status(status);
+    let assessment = assess::assess(
+        &AssessInput {
+            signals: &signals,
+            target: &target_state,
+            failing_since: state.failing_since,
+            now: evaluation.at,
+        },
+        &assess_settings,
+    );
+
+    let events = pctx.events.state();
+    let own_events: Vec<_> = events
+        .iter()
+        .filter(|e| e.namespace().as_deref() == Some(ns.as_str()))
+        .cloned()
+        .collect();
+    let (active_automatic, critical) = health::cluster_view(&pctx.policies.state(), &events);
+    let namespace_frozen = state.failure_streak > 0 && namespace_frozen(ctx, &ns).await;
+    let guard = decide::verdict(
+        &GuardSettings::from_config(&ctx.config),
+        &ClusterView {
+            active_automatic,
+            operator_freeze: ctx.config.freeze,
+            critical: &critical,
+        },
+        &evaluator::key(policy),
+        namespace_frozen,
+    );
+    let active_event = state.incident.as_ref().and_then(|i| match &i.active {
+        Some(ActiveStep::Event(e)) => Some(e.clone()),
+        _ => None,
+    });
+    let ack = policy.annotations().get(annotations::ACK).cloned();
+    let tick = Tick {
+        assessment: &assessment,
+        now: evaluation.at,
+        guard: &guard,
+        ack: ack.as_deref(),
+        busy: health::busy_event(&name, &own_events, active_event.as_deref()),
+    };
+
+    // The incident's step finished (or vanished): learn its outcome first.
+    let finished =
+        active_event
+            .as_ref()
+            .and_then(|event| match health::event_phase(&own_events, event) {
+                Some(EventPhase::Succeeded) => Some(true),
+                Some(EventPhase::Failed) | None => Some(false),
+                Some(_) => None,
+            });
+    let decision = match finished {
+        Some(succeeded) => decide::on_remediation_finished(&state, succeeded, &tick, &settings),
+        None => decide::decide(&state, &tick, &settings),
+    };
+    state = decision.state.clone();
+
+    if let Some(action) = &decision.action {
+        let event = create_event(ctx, policy, action, &assessment, status, &state).await?;
+        state.attach_event(&event);
+        status.last_rollback = Some(LastRollback {
+            event,
+            strategy: action.strategy,
+            phase: EventPhase::Pending,
+            time: Time(evaluation.at),
+        });
+    }
+    if let Some(last) = status.last_rollback.as_mut()
+        && let Some(phase) = health::event_phase(&own_events, &last.event)
+    {
+        last.phase = phase;
+    }
+    state.write_to(status);
+    status.health = Some(assessment.report());
+    for c in health::health_conditions(&assessment, &state) {
+        set_condition(&mut status.conditions, c);
+    }
+
+    tracing::debug!(policy = %name, namespace = %ns, status = %assessment.status, score = assessment.score,
+        streak = state.failure_streak, decision = decision.explanation.reason.code(), "evaluated");
+    let mut notes: Vec<_> = decision
+        .transitions
+        .iter()
+        .map(health::transition_event)
+        .collect();
+    notes.extend(
+        decision
+            .alerts
+            .iter()
+            .map(|a| (a.level, a.code, a.message.clone())),
+    );
+    Ok(notes)
+}
+
+/// Creates the RollbackEvent for a decided remediation. Its name is derived from the incident
+/// and the rung (each rung runs at most once per incident), so a retry after a failed status
+/// write finds the event instead of creating a second one.
+async fn create_event(
+    ctx: &Context,
+    policy: &RollbackPolicy,
+    action: &Remediate,
+    assessment: &assess::Assessment,
+    status: &RollbackPolicyStatus,
+    state: &PolicyState,
+) -> Result<String, Error> {
+    let ns = policy.namespace().unwrap_or_default();
+    let incident_start = state
+        .incident
+        .as_ref()
+        .map(|i| i.started_at.as_second())
+        .unwrap_or_else(|| Timestamp::now().as_second());
+    let name = format!(
+        "{}-{}-{}",
+        policy.name_any(),
+        action.strategy.as_str().to_lowercase(),
+        incident_start
+    );
+    let escalated_from = action.escalated_from.and_then(|from| {
+        status
+            .last_rollback
+            .as_ref()
+            .filter(|l| l.strategy == from)
+            .map(|l| l.event.clone())
+    });
+    let mut event = RollbackEvent::new(
+        &name,
+        RollbackEventSpec {
+            policy_ref: PolicyRef {
+                name: policy.name_any(),
+            },
+            type_: action.kind,
+            strategy: action.strategy,
+            reason: action.reason.chars().take(1024).collect(),
+            assessment: Some(assessment.for_event()),
+            requested_by: Some("frys-rollback".into()),
+            escalated_from,
+        },
+    );
+    event.metadata.namespace = Some(ns.clone());
+    event.metadata.owner_references = super::event::owner_reference(policy).map(|o| vec![o]);
+    let api: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.create(&PostParams::default(), &event).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::info!(event = %name, "event already exists (a retried decision)");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::warn!(policy = %policy.name_any(), namespace = %ns, event = %name, strategy = %action.strategy,
+        dry_run = action.dry_run, reason = %action.reason, "remediation decided");
+    Ok(name)
+}
+
+/// The namespace carries the freeze annotation.
+async fn namespace_frozen(ctx: &Context, ns: &str) -> bool {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    match api.get_opt(ns).await {
+        Ok(Some(n)) => n
+            .annotations()
+            .get(annotations::FREEZE)
+            .is_some_and(|v| v != "false"),
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(%error, namespace = ns, "reading the namespace freeze annotation");
+            false
+        }
+    }
+}
+
+/// Publishes a Kubernetes Event and logs at the matching level. Best effort: a failure to
+/// record an Event never fails the reconcile.
+async fn publish(
+    ctx: &Context,
+    policy: &RollbackPolicy,
+    level: AlertLevel,
+    reason: &str,
+    message: String,
+) {
+    let name = policy.name_any();
+    match level {
+        AlertLevel::Info => tracing::info!(policy = %name, %reason, %message, "alert"),
+        AlertLevel::Warning => tracing::warn!(policy = %name, %reason, %message, "alert"),
+        AlertLevel::Critical | AlertLevel::Emergency => {
+            tracing::error!(policy = %name, %reason, %message, level = %level, "alert")
+        }
+    }
+    let event = Event {
+        type_: if level == AlertLevel::Info {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: reason.into(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "Assess".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+        tracing::warn!(%error, policy = %name, "could not publish event");
+    }
 }
 
 fn error_policy(policy: Arc<RollbackPolicy>, error: &Error, pctx: Arc<PolicyContext>) -> Action {
@@ -359,11 +682,11 @@ mod tests {
 
     #[test]
     fn missing_target_is_explained() {
-        let r = readiness(&policy("web", "web", 0), false, &[]);
+        let r = readiness(&policy("web", "web", 0), false, &[], "app");
         assert!(!r.ready);
         assert_eq!(r.reason, "TargetNotFound");
         assert_eq!(r.message, "Deployment web not found in namespace shop");
-        assert!(readiness(&policy("web", "web", 0), true, &[]).ready);
+        assert!(readiness(&policy("web", "web", 0), true, &[], "app").ready);
     }
 
     #[test]
@@ -372,11 +695,11 @@ mod tests {
         let second = Arc::new(policy("b-second", "web", 10));
         let other = Arc::new(policy("c-other", "api", 5));
         let all = vec![first.clone(), second.clone(), other.clone()];
-        assert!(readiness(&first, true, &all).ready);
-        let r = readiness(&second, true, &all);
+        assert!(readiness(&first, true, &all, "app").ready);
+        let r = readiness(&second, true, &all, "app");
         assert_eq!(r.reason, "DuplicateTarget");
         assert!(r.message.contains("a-first"), "{}", r.message);
-        assert!(readiness(&other, true, &all).ready);
+        assert!(readiness(&other, true, &all, "app").ready);
     }
 
     #[test]
@@ -384,15 +707,15 @@ mod tests {
         let a = Arc::new(policy("a", "web", 0));
         let b = Arc::new(policy("b", "web", 0));
         let all = vec![a.clone(), b.clone()];
-        assert!(readiness(&a, true, &all).ready);
-        assert!(!readiness(&b, true, &all).ready);
+        assert!(readiness(&a, true, &all, "app").ready);
+        assert!(!readiness(&b, true, &all, "app").ready);
     }
 
     #[test]
     fn unparseable_durations_are_reported() {
         let mut p = policy("web", "web", 0);
         p.spec.cooldown = Some("1x".into());
-        let r = readiness(&p, true, &[]);
+        let r = readiness(&p, true, &[], "app");
         assert_eq!(r.reason, "InvalidSpec");
         assert!(
             r.message

@@ -80,6 +80,7 @@ fn assessment(kind: Eval, now: Timestamp) -> Assessment {
     let target = TargetState {
         desired_replicas: 3,
         available_replicas: if kind == Eval::Down { 0 } else { 3 },
+        rolling_out: false,
         health_check: Probe::Passed,
         revision_changed_at: (kind == Eval::Release).then(|| {
             now.checked_sub(jiff::SignedDuration::from_secs(60))

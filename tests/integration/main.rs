@@ -3,6 +3,7 @@
 
 mod api_schema;
 mod apiserver;
+mod assessment;
 mod operator;
 mod simulator;
 mod support;

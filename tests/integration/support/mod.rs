@@ -277,7 +277,9 @@ impl Operator {
             "--log-format",
             "json",
         ];
-        if let Some(url) = &env.prometheus_url {
+        if let Some(url) = &env.prometheus_url
+            && !extra_args.contains(&"--prometheus-url")
+        {
             args.extend(["--prometheus-url", url.as_str()]);
         }
         args.extend(extra_args);

@@ -101,3 +101,102 @@ impl PrivatePrometheus {
             .expect("stopping the private Prometheus");
     }
 }
+
+/// A small reverse proxy in front of Prometheus that requires `Authorization: Bearer <token>`,
+/// as an authenticating gateway would. Counts what it let through and what it refused.
+pub struct AuthProxy {
+    pub url: String,
+    authorized: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl AuthProxy {
+    pub async fn start(upstream: &str, token: &str) -> AuthProxy {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+
+        use axum::{
+            body::Bytes,
+            extract::State,
+            http::{HeaderMap, Method, StatusCode, Uri},
+            response::IntoResponse,
+        };
+
+        #[derive(Clone)]
+        struct Proxy {
+            upstream: String,
+            expected: String,
+            client: reqwest::Client,
+            authorized: Arc<AtomicUsize>,
+            refused: Arc<AtomicUsize>,
+        }
+        async fn forward(
+            State(p): State<Proxy>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> axum::response::Response {
+            let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+            if given != Some(p.expected.as_str()) {
+                p.refused.fetch_add(1, Ordering::SeqCst);
+                return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+            }
+            p.authorized.fetch_add(1, Ordering::SeqCst);
+            let mut request = p
+                .client
+                .request(method, format!("{}{}", p.upstream, uri))
+                .body(body);
+            if let Some(ct) = headers.get("content-type") {
+                request = request.header("content-type", ct);
+            }
+            match request.send().await {
+                Ok(r) => {
+                    let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+                    let content_type = r
+                        .headers()
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("application/json")
+                        .to_owned();
+                    let body = r.bytes().await.unwrap_or_default();
+                    (status, [("content-type", content_type)], body).into_response()
+                }
+                Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+            }
+        }
+
+        let authorized = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let state = Proxy {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            expected: format!("Bearer {token}"),
+            client: reqwest::Client::new(),
+            authorized: authorized.clone(),
+            refused: refused.clone(),
+        };
+        let app = axum::Router::new().fallback(forward).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        AuthProxy {
+            url,
+            authorized,
+            refused,
+            _server: server,
+        }
+    }
+
+    pub fn authorized(&self) -> usize {
+        self.authorized.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,374 @@
+//! From cluster objects and Prometheus readings to the engine's inputs, and from its results to
+//! status conditions and Kubernetes Events. No I/O here: the reconciler does that.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use k8s_openapi::{
+    api::apps::v1::{Deployment, ReplicaSet},
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
+use kube::ResourceExt;
+
+use super::{condition, evaluator::Evaluation};
+use crate::{
+    api::{
+        AlertLevel, EffectiveSettings, EventPhase, HealthStatus, IncidentClass, Preset,
+        RollbackEvent, RollbackPolicy, RollbackPolicySpec,
+    },
+    assess::{self, Assessment, Probe, Sample, TargetState},
+    decide::{CriticalPolicy, PolicyState, Transition},
+    prometheus::{Reading, plan::REQUEST_RATE_SIGNAL},
+};
+
+/// The policy's signals with their readings. Rate-based presets read as low traffic below
+/// `minRequestRate`.
+pub fn signals(
+    spec: &RollbackPolicySpec,
+    effective: &EffectiveSettings,
+    readings: &BTreeMap<String, Reading>,
+) -> Vec<assess::Signal> {
+    let rate = readings
+        .get(REQUEST_RATE_SIGNAL)
+        .and_then(|r| r.as_ref().ok().copied().flatten());
+    effective
+        .metrics
+        .iter()
+        .map(|metric| {
+            let preset = spec
+                .metrics
+                .iter()
+                .find(|m| m.name == metric.name)
+                .and_then(|m| m.preset);
+            let rate_based = matches!(preset, Some(Preset::ErrorRate | Preset::ResponseTime));
+            let reading = readings
+                .get(&metric.name)
+                .cloned()
+                .unwrap_or(Ok(None))
+                .map_err(|e| e.to_string());
+            let low = assess::is_low_traffic(rate_based, rate, spec.min_request_rate);
+            assess::Signal {
+                metric: metric.clone(),
+                sample: Sample::from_query(reading, low),
+            }
+        })
+        .collect()
+}
+
+/// What assessment needs to know about the target. `replica_sets` are the Deployment's, newest
+/// revision last.
+pub fn target_state(
+    deployment: Option<&Deployment>,
+    replica_sets: &[Arc<ReplicaSet>],
+) -> TargetState {
+    TargetState {
+        desired_replicas: deployment
+            .and_then(|d| d.spec.as_ref()?.replicas)
+            .unwrap_or(1),
+        available_replicas: deployment
+            .and_then(|d| d.status.as_ref()?.available_replicas)
+            .unwrap_or(0),
+        rolling_out: deployment.is_some_and(rolling_out),
+        // The health endpoint is probed by verification; assessment relies on the signals.
+        health_check: Probe::NotChecked,
+        revision_changed_at: replica_sets
+            .last()
+            .and_then(|rs| rs.creation_timestamp())
+            .map(|t| t.0),
+    }
+}
+
+/// A rollout is under way and has not exceeded its progress deadline (the Deployment
+/// controller then sets `Progressing=False`, reason `ProgressDeadlineExceeded`).
+pub fn rolling_out(deployment: &Deployment) -> bool {
+    let Some(status) = &deployment.status else {
+        return true;
+    };
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let progressing = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing");
+    if progressing.is_some_and(|c| c.status == "False") {
+        return false;
+    }
+    status.observed_generation < deployment.metadata.generation
+        || status.updated_replicas.unwrap_or(0) < desired
+        || progressing.is_some_and(|c| c.reason.as_deref() != Some("NewReplicaSetAvailable"))
+}
+
+/// `MetricsAvailable`: could the signals be read?
+pub fn metrics_available(evaluation: &Evaluation) -> Condition {
+    let readings = match &evaluation.readings {
+        Err(e) => return condition("MetricsAvailable", false, e.reason, e.message.clone()),
+        Ok(readings) => readings,
+    };
+    let failures: Vec<_> = readings.values().filter_map(|r| r.as_ref().err()).collect();
+    match failures.first() {
+        Some(first) if failures.len() == readings.len() => condition(
+            "MetricsAvailable",
+            false,
+            first.reason(),
+            format!("no signal could be read: {first}"),
+        ),
+        Some(first) => condition(
+            "MetricsAvailable",
+            true,
+            "PartiallyAvailable",
+            format!(
+                "{} of {} signals failed: {first}",
+                failures.len(),
+                readings.len()
+            ),
+        ),
+        None => condition(
+            "MetricsAvailable",
+            true,
+            "QueriesSucceeded",
+            format!("{} signal(s) read", readings.len()),
+        ),
+    }
+}
+
+/// `Healthy`, `Degraded` and `RollbackInProgress` after a decision.
+pub fn health_conditions(assessment: &Assessment, state: &PolicyState) -> Vec<Condition> {
+    let healthy = assessment.status == HealthStatus::Healthy && assessment.conclusive;
+    let mut conditions = vec![condition(
+        "Healthy",
+        healthy,
+        if assessment.conclusive {
+            assessment.status.as_str()
+        } else {
+            "Inconclusive"
+        },
+        assessment.message.clone(),
+    )];
+    conditions.push(match &state.incident {
+        Some(incident) => condition(
+            "Degraded",
+            true,
+            if incident.failed {
+                "IncidentFailed"
+            } else {
+                "IncidentOpen"
+            },
+            incident.message.clone().unwrap_or_else(|| {
+                format!("{} incident since {}", incident.class, incident.started_at)
+            }),
+        ),
+        None => condition("Degraded", false, "NoIncident", "no open incident"),
+    });
+    let active = state.incident.as_ref().and_then(|i| i.active.as_ref());
+    conditions.push(match active {
+        Some(step) => condition(
+            "RollbackInProgress",
+            true,
+            "RemediationActive",
+            format!("{step:?}"),
+        ),
+        None => condition(
+            "RollbackInProgress",
+            false,
+            "Idle",
+            "no remediation in progress",
+        ),
+    });
+    conditions
+}
+
+/// Unfinished RollbackEvents of a policy other than `except` (the incident's own step).
+pub fn busy_event<'a>(
+    policy: &str,
+    events: &'a [Arc<RollbackEvent>],
+    except: Option<&str>,
+) -> Option<&'a str> {
+    events
+        .iter()
+        .filter(|e| e.spec.policy_ref.name == policy)
+        .filter(|e| !e.status.as_ref().is_some_and(|s| s.phase.is_finished()))
+        .map(|e| e.metadata.name.as_deref().unwrap_or_default())
+        .find(|name| Some(*name) != except)
+}
+
+/// The phase of a policy's event, if it is known.
+pub fn event_phase(events: &[Arc<RollbackEvent>], name: &str) -> Option<EventPhase> {
+    events
+        .iter()
+        .find(|e| e.metadata.name.as_deref() == Some(name))
+        .map(|e| e.status.as_ref().map(|s| s.phase).unwrap_or_default())
+}
+
+/// The guard's view of the cluster: unfinished automatic remediations and failing policies.
+pub fn cluster_view(
+    policies: &[Arc<RollbackPolicy>],
+    events: &[Arc<RollbackEvent>],
+) -> (u32, Vec<CriticalPolicy>) {
+    let active = events
+        .iter()
+        .filter(|e| e.spec.type_ == crate::api::EventType::Automatic)
+        .filter(|e| !e.status.as_ref().is_some_and(|s| s.phase.is_finished()))
+        .count() as u32;
+    let critical = policies
+        .iter()
+        .filter_map(|p| {
+            let status = p.status.as_ref()?;
+            let since = status.failing_since.as_ref()?.0;
+            let issues = &status.health.as_ref()?.issues;
+            let classes: Vec<IncidentClass> = issues.iter().filter_map(|i| i.class).collect();
+            Some(CriticalPolicy {
+                key: super::evaluator::key(p),
+                since,
+                failing_dependencies: issues
+                    .iter()
+                    .filter(|i| i.class == Some(IncidentClass::Dependency))
+                    .map(|i| i.metric.clone())
+                    .collect(),
+                classes,
+            })
+        })
+        .collect();
+    (active, critical)
+}
+
+/// Event type and reason for an engine transition.
+pub fn transition_event(transition: &Transition) -> (AlertLevel, &'static str, String) {
+    match transition {
+        Transition::IncidentOpened { class } => (
+            AlertLevel::Critical,
+            "IncidentOpened",
+            format!("{class} incident opened"),
+        ),
+        Transition::IncidentClosed { attempts } => (
+            AlertLevel::Info,
+            "IncidentClosed",
+            format!("healthy again; incident closed after {attempts} remediation(s)"),
+        ),
+        Transition::IncidentFailed { attempts } => (
+            AlertLevel::Emergency,
+            "IncidentFailed",
+            format!(
+                "incident failed after {attempts} remediation(s); automatic action holds until healthy or rollback.frys.io/ack"
+            ),
+        ),
+        Transition::IncidentAcknowledged => (
+            AlertLevel::Info,
+            "IncidentAcknowledged",
+            "acknowledged; automatic action resumes".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        config::{OperatorConfig, effective},
+        prometheus::QueryError,
+    };
+
+    fn spec() -> RollbackPolicySpec {
+        yaml_serde::from_str(
+            "targetRef: {name: web}\nminRequestRate: 5\nmetrics: [{name: errors, preset: errorRate}, {name: mem, preset: memoryUsage}]\nstrategies: [{type: VersionRollback}]",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn low_traffic_gates_only_rate_based_signals() {
+        let spec = spec();
+        let eff = effective(&spec, &OperatorConfig::defaults());
+        let readings = BTreeMap::from([
+            ("errors".to_string(), Ok(Some(0.5))),
+            ("mem".to_string(), Ok(Some(0.95))),
+            (REQUEST_RATE_SIGNAL.to_string(), Ok(Some(1.0))),
+        ]);
+        let signals = signals(&spec, &eff, &readings);
+        assert_eq!(signals[0].sample, Sample::LowTraffic);
+        assert_eq!(signals[1].sample, Sample::Value(0.95));
+    }
+
+    #[test]
+    fn failed_and_missing_readings() {
+        let spec = spec();
+        let eff = effective(&spec, &OperatorConfig::defaults());
+        let error = QueryError::Timeout {
+            url: "http://p".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let readings = BTreeMap::from([("errors".to_string(), Err(error))]);
+        let signals = signals(&spec, &eff, &readings);
+        assert!(matches!(&signals[0].sample, Sample::Failed(m) if m.contains("did not answer")));
+        assert_eq!(signals[1].sample, Sample::NoData);
+    }
+
+    #[test]
+    fn rollout_progress() {
+        let deployment = |generation: i64,
+                          observed: i64,
+                          updated: i32,
+                          progressing: (&str, &str)| {
+            serde_json::from_value::<Deployment>(serde_json::json!({
+                "metadata": {"name": "web", "generation": generation},
+                "spec": {"replicas": 2, "selector": {}, "template": {}},
+                "status": {"observedGeneration": observed, "updatedReplicas": updated,
+                           "conditions": [{"type": "Progressing", "status": progressing.0, "reason": progressing.1}]}
+            }))
+            .unwrap()
+        };
+        assert!(!rolling_out(&deployment(
+            2,
+            2,
+            2,
+            ("True", "NewReplicaSetAvailable")
+        )));
+        assert!(rolling_out(&deployment(
+            3,
+            2,
+            2,
+            ("True", "NewReplicaSetAvailable")
+        )));
+        assert!(rolling_out(&deployment(
+            2,
+            2,
+            1,
+            ("True", "ReplicaSetUpdated")
+        )));
+        assert!(!rolling_out(&deployment(
+            3,
+            2,
+            1,
+            ("False", "ProgressDeadlineExceeded")
+        )));
+    }
+
+    #[test]
+    fn metrics_unavailable_when_every_signal_fails() {
+        let error = QueryError::Unreachable {
+            url: "http://p".into(),
+            message: "refused".into(),
+        };
+        let evaluation = Evaluation {
+            at: jiff::Timestamp::now(),
+            readings: Ok(BTreeMap::from([
+                ("a".to_string(), Err(error.clone())),
+                ("b".to_string(), Err(error)),
+            ])),
+        };
+        let c = metrics_available(&evaluation);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "PrometheusUnreachable")
+        );
+        let evaluation = Evaluation {
+            at: jiff::Timestamp::now(),
+            readings: Ok(BTreeMap::from([("a".to_string(), Ok(Some(1.0)))])),
+        };
+        assert_eq!(metrics_available(&evaluation).status, "True");
+    }
+}
