@@ -158,7 +158,9 @@ fn kind_member(kind: &str) -> String {
 
 fn deployment(name: &str, replicas: i32, labels: Value, image: &str) -> Value {
     json!({
-        "metadata": {"name": name, "labels": labels},
+        // These tests play the Deployment controller (ReplicaSets, status) themselves: the
+        // workload simulator, when running, must leave these Deployments alone.
+        "metadata": {"name": name, "labels": labels, "annotations": {"sim.frys.io/ignore": "true"}},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
@@ -467,7 +469,7 @@ async fn deployment_with_history(
     let labels = json!({"app": name});
     let mut d = deployment(name, 2, labels.clone(), current);
     let (last, _, cause) = revisions.last().unwrap();
-    d["metadata"]["annotations"] = json!({REVISION: last.to_string()});
+    d["metadata"]["annotations"][REVISION] = json!(last.to_string());
     if let Some(c) = cause {
         d["metadata"]["annotations"]["kubernetes.io/change-cause"] = json!(c);
     }
@@ -619,7 +621,7 @@ async fn version_rollback_is_idempotent_and_undoes_without_replica_set_history()
     assert_eq!(d["spec"]["template"], original["spec"]["template"]);
     assert_eq!(
         d["metadata"]["annotations"],
-        json!({REVISION: "4", "kubernetes.io/change-cause": "v3"})
+        json!({REVISION: "4", "kubernetes.io/change-cause": "v3", "sim.frys.io/ignore": "true"})
     );
     env.done().await;
 }

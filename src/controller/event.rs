@@ -4,7 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -12,8 +13,16 @@ use kube::{
 };
 use serde_json::json;
 
+use super::verification;
 use super::{Context, EVENT_MANAGER, Error, Shutdown, scoped_api};
-use crate::api::{EventPhase, EventType, RollbackEvent, RollbackPolicy};
+use crate::{
+    api::{
+        EventPhase, EventType, RollbackEvent, RollbackEventStatus, RollbackPolicy, StrategyKind,
+        VerificationStatus, duration,
+    },
+    config,
+    strategy::{ApplyError, Cluster, Remediation},
+};
 
 const NAME: &str = "event";
 
@@ -49,18 +58,28 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = event.name_any();
+    if event.status.as_ref().is_some_and(|s| s.phase.is_finished()) {
+        return Ok(Action::await_change());
+    }
+    // A phase machine must act on the latest status, not on a cache that may not have seen its
+    // own last write yet (that would repeat a phase).
+    let events: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(event) = events.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let mut status = event.status.clone().unwrap_or_default();
     let phase = event.status.as_ref().map(|s| s.phase);
     if phase.is_some_and(EventPhase::is_finished) {
         return Ok(Action::await_change());
     }
-    let events: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
     let policies: Api<RollbackPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let policy_name = &event.spec.policy_ref.name;
 
     let Some(policy) = policies.get_opt(policy_name).await? else {
         let message = format!("RollbackPolicy {policy_name} not found in namespace {ns}");
-        write_status(&events, &name, EventPhase::Failed, &message).await?;
         tracing::warn!(event = %name, namespace = %ns, %message, "event refused");
+        finish(&mut status, EventPhase::Failed, message);
+        write_status(&events, &name, &status).await?;
         return Ok(Action::await_change());
     };
 
@@ -76,30 +95,225 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
             .await?;
     }
 
-    if phase.is_none() {
-        // Dry run records the decision and changes nothing; an emergency stop ignores it.
-        if policy.spec.dry_run && event.spec.type_ != EventType::Emergency {
-            let message = "dry run: decided, not applied (spec.dryRun is true)";
-            write_status(&events, &name, EventPhase::Skipped, message).await?;
-            tracing::info!(event = %name, namespace = %ns, strategy = %event.spec.strategy, "event skipped (dry run)");
-        } else {
-            write_status(&events, &name, EventPhase::Pending, "accepted").await?;
-            tracing::info!(event = %name, namespace = %ns, strategy = %event.spec.strategy, "event accepted");
+    match phase {
+        None => {
+            // Dry run records the decision and changes nothing; an emergency stop ignores it.
+            if policy.spec.dry_run && event.spec.type_ != EventType::Emergency {
+                tracing::info!(event = %name, namespace = %ns, strategy = %event.spec.strategy, "event skipped (dry run)");
+                finish(
+                    &mut status,
+                    EventPhase::Skipped,
+                    "dry run: decided, not applied (spec.dryRun is true)".into(),
+                );
+            } else {
+                tracing::info!(event = %name, namespace = %ns, strategy = %event.spec.strategy, "event accepted");
+                status.phase = EventPhase::Pending;
+                status.message = Some("accepted".into());
+            }
+            write_status(&events, &name, &status).await?;
+            Ok(Action::requeue(Duration::ZERO))
+        }
+        Some(EventPhase::Pending | EventPhase::Executing) => {
+            if policy.spec.suspend && event.spec.type_ != EventType::Emergency {
+                status.message = Some("waiting: the policy is suspended".into());
+                write_status(&events, &name, &status).await?;
+                return Ok(Action::requeue(Duration::from_secs(10)));
+            }
+            execute(&ctx, &event, &policy, &mut status).await?;
+            write_status(&events, &name, &status).await?;
+            Ok(Action::requeue(Duration::ZERO))
+        }
+        Some(EventPhase::Verifying) => verify(&ctx, &event, &policy, &events, &mut status).await,
+        Some(_) => Ok(Action::await_change()),
+    }
+}
+
+/// The strategy to run: the policy's rung for it, or (for manual requests) a strategy that
+/// needs no parameters.
+fn remediation_for(policy: &RollbackPolicy, kind: StrategyKind) -> Result<Remediation, String> {
+    match policy.spec.strategies.iter().find(|r| r.type_ == kind) {
+        Some(rung) => Remediation::from_rung(rung).map_err(|e| e.to_string()),
+        None => Remediation::without_parameters(kind).ok_or_else(|| {
+            format!("{kind} is not in the policy's ladder and needs parameters from a rung")
+        }),
+    }
+}
+
+/// Applies the strategy. Planned actions are recorded before they are applied, so a crash in
+/// between leaves a record to resume from; a resumed plan that finds everything applied keeps
+/// that record. Each step is bounded by the policy's rollbackTimeout.
+async fn execute(
+    ctx: &Context,
+    event: &RollbackEvent,
+    policy: &RollbackPolicy,
+    status: &mut RollbackEventStatus,
+) -> Result<(), Error> {
+    let ns = event.namespace().unwrap_or_default();
+    let name = event.name_any();
+    let events: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    let strategy = event.spec.strategy;
+    let remediation = match remediation_for(policy, strategy) {
+        Ok(r) => r,
+        Err(message) => {
+            finish(status, EventPhase::Failed, message);
+            return Ok(());
+        }
+    };
+    let timeout = config::effective(&policy.spec, &ctx.config)
+        .rollback_timeout
+        .and_then(|d| d.get().ok())
+        .unwrap_or(ctx.config.rollback_timeout);
+    let resumed = status.phase == EventPhase::Executing;
+    status.phase = EventPhase::Executing;
+    status
+        .started_at
+        .get_or_insert_with(|| Time(Timestamp::now()));
+    status.message = Some(format!("applying {strategy}"));
+
+    let cluster = Cluster::new(ctx.client.clone(), &ns);
+    let target = &policy.spec.target_ref.name;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || {
+        format!(
+            "{strategy} did not finish within rollbackTimeout {}",
+            duration::format(timeout)
+        )
+    };
+    let plan = match tokio::time::timeout_at(deadline, remediation.plan(&cluster, target)).await {
+        Ok(Ok(plan)) => plan,
+        Ok(Err(error)) => {
+            tracing::error!(event = %name, namespace = %ns, %strategy, %error, "cannot remediate");
+            finish(
+                status,
+                EventPhase::Failed,
+                format!("{strategy} refused: {error}"),
+            );
+            return Ok(());
+        }
+        Err(_) => {
+            finish(status, EventPhase::Failed, timed_out());
+            return Ok(());
+        }
+    };
+    if !plan.is_noop() {
+        if status.actions.is_empty() || !resumed {
+            status.actions = plan.actions();
+        }
+        write_status(&events, &name, status).await?;
+        match tokio::time::timeout_at(deadline, cluster.execute(&plan)).await {
+            Ok(Ok(actions)) => status.actions = actions,
+            Ok(Err(ApplyError { actions, error })) => {
+                tracing::error!(event = %name, namespace = %ns, %strategy, %error, "remediation failed");
+                status.actions = actions;
+                finish(
+                    status,
+                    EventPhase::Failed,
+                    format!("{strategy} failed: {error}"),
+                );
+                return Ok(());
+            }
+            Err(_) => {
+                finish(status, EventPhase::Failed, timed_out());
+                return Ok(());
+            }
         }
     }
+    tracing::info!(event = %name, namespace = %ns, %strategy, summary = %plan.summary, "applied");
+    status.phase = EventPhase::Verifying;
+    status.message = Some(plan.summary);
+    Ok(())
+}
+
+/// Verifies the applied step once the stabilization delay has passed.
+async fn verify(
+    ctx: &Context,
+    event: &RollbackEvent,
+    policy: &RollbackPolicy,
+    events: &Api<RollbackEvent>,
+    status: &mut RollbackEventStatus,
+) -> Result<Action, Error> {
+    let effective = config::effective(&policy.spec, &ctx.config);
+    let delay = effective
+        .stabilization_delay
+        .and_then(|d| d.get().ok())
+        .unwrap_or(ctx.config.stabilization_delay);
+    let applied_at = status
+        .actions
+        .iter()
+        .filter_map(|a| a.applied_at.as_ref())
+        .map(|t| t.0)
+        .max()
+        .or(status.started_at.as_ref().map(|t| t.0))
+        .unwrap_or_else(Timestamp::now);
+    let waited = Timestamp::now().duration_since(applied_at).unsigned_abs();
+    if waited < delay {
+        return Ok(Action::requeue(delay - waited));
+    }
+    let timeout = effective
+        .verification_timeout
+        .and_then(|d| d.get().ok())
+        .unwrap_or(ctx.config.verification_timeout);
+    let report = verification::availability(ctx, event, policy).await?;
+    let passed = report.overall_status == VerificationStatus::Passed;
+    // A failing check is retried until the verification timeout: a rollout takes time.
+    if !passed && waited < delay + timeout {
+        status.verification = Some(report);
+        status.message = Some(format!(
+            "verifying {} (gives up {} after the change)",
+            event.spec.strategy,
+            duration::format(delay + timeout)
+        ));
+        write_status(events, &event.name_any(), status).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let message = if passed {
+        format!("{} applied and verified", event.spec.strategy)
+    } else {
+        format!(
+            "{} applied; verification failed: {}",
+            event.spec.strategy,
+            report.recommendations.join(" ")
+        )
+    };
+    status.verification = Some(report);
+    finish(
+        status,
+        if passed {
+            EventPhase::Succeeded
+        } else {
+            EventPhase::Failed
+        },
+        message,
+    );
+    write_status(events, &event.name_any(), status).await?;
     Ok(Action::await_change())
 }
 
+/// Ends an event: phase, message, completion time and duration.
+fn finish(status: &mut RollbackEventStatus, phase: EventPhase, message: String) {
+    let now = Timestamp::now();
+    let started = status.started_at.as_ref().map(|t| t.0).unwrap_or(now);
+    let elapsed = now.duration_since(started).unsigned_abs();
+    status.phase = phase;
+    status.message = Some(message);
+    status.started_at.get_or_insert(Time(started));
+    status.completed_at = Some(Time(now));
+    status.duration_ms = Some(elapsed.as_millis() as u64);
+    status.duration = Some(duration::format(std::time::Duration::from_secs(
+        elapsed.as_secs(),
+    )));
+}
+
+/// Writes the whole status (this controller owns every field of it).
 async fn write_status(
     events: &Api<RollbackEvent>,
     name: &str,
-    phase: EventPhase,
-    message: &str,
+    status: &RollbackEventStatus,
 ) -> Result<(), Error> {
     let patch = json!({
         "apiVersion": RollbackEvent::api_version(&()),
         "kind": RollbackEvent::kind(&()),
-        "status": {"phase": phase, "message": message},
+        "status": status,
     });
     events
         .patch_status(

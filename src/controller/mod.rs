@@ -9,6 +9,7 @@ mod evaluator;
 mod event;
 mod health;
 mod policy;
+mod verification;
 
 use std::sync::Arc;
 

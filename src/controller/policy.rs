@@ -546,7 +546,7 @@ async fn create_event(
             },
             type_: action.kind,
             strategy: action.strategy,
-            reason: action.reason.chars().take(1024).collect(),
+            reason: short_reason(action, assessment),
             assessment: Some(assessment.for_event()),
             requested_by: Some("frys-rollback".into()),
             escalated_from,
@@ -565,6 +565,31 @@ async fn create_event(
     tracing::warn!(policy = %policy.name_any(), namespace = %ns, event = %name, strategy = %action.strategy,
         dry_run = action.dry_run, reason = %action.reason, "remediation decided");
     Ok(name)
+}
+
+/// A reason short enough for the REASON column: the incident class and the worst breach, e.g.
+/// `Release: errors 0.3 > 0.05`. The full explanation is in the Event and the logs.
+fn short_reason(action: &Remediate, assessment: &assess::Assessment) -> String {
+    let issue = assessment
+        .issues()
+        .into_iter()
+        .max_by_key(|i| i.severity == crate::api::MetricSeverity::Critical);
+    let breach = issue.map(|i| match (i.value, i.threshold) {
+        (Some(v), Some(t)) => format!("{} {} beyond {}", i.metric, round(v), round(t)),
+        _ => format!("{} {}", i.metric, i.severity),
+    });
+    let class = action.class.map(|c| c.to_string());
+    match (class, breach) {
+        (Some(c), Some(b)) => format!("{c}: {b}"),
+        (Some(c), None) => c,
+        (None, Some(b)) => b,
+        (None, None) => action.reason.chars().take(120).collect(),
+    }
+}
+
+fn round(v: f64) -> String {
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The namespace carries the freeze annotation.

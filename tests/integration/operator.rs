@@ -174,16 +174,19 @@ async fn events_are_adopted_by_their_policy() {
         .unwrap()
         .metadata
         .uid;
-    eventually("event owned by its policy", TIMEOUT, || async {
+    // Adopted, then run: the target does not exist, so it fails and says why.
+    let message = eventually("event owned by its policy and failed", TIMEOUT, || async {
         let e = events.get("e-ok").await.ok()?;
         let owned = e
             .metadata
             .owner_references?
             .iter()
             .any(|o| Some(&o.uid) == policy_uid.as_ref());
-        (owned && e.status?.message.as_deref() == Some("accepted")).then_some(())
+        let status = e.status?;
+        (owned && status.phase == frys_rollback::api::EventPhase::Failed).then_some(status.message?)
     })
     .await;
+    assert_eq!(message, "VersionRollback refused: Deployment web not found");
     let message = eventually("orphan event failed", TIMEOUT, || async {
         let s = events.get("e-orphan").await.ok()?.status?;
         (s.phase == frys_rollback::api::EventPhase::Failed).then_some(s.message?)

@@ -157,8 +157,14 @@ fn rs_template(rs: &ReplicaSet) -> Option<&k8s_openapi::api::core::v1::PodTempla
     rs.spec.as_ref()?.template.as_ref()
 }
 
+/// Deployments with this annotation set to "true" are left alone: for tests that play the
+/// Deployment controller themselves (they create the ReplicaSets and check resourceVersions).
+pub const IGNORE_ANNOTATION: &str = "sim.frys.io/ignore";
+
 async fn reconcile_deployment(d: &Deployment, ctx: &Ctx) -> anyhow::Result<Action> {
-    if d.metadata.deletion_timestamp.is_some() {
+    if d.metadata.deletion_timestamp.is_some()
+        || d.annotations().get(IGNORE_ANNOTATION).map(String::as_str) == Some("true")
+    {
         return Ok(Action::await_change());
     }
     let ns = d.namespace().unwrap_or_else(|| "default".into());
