@@ -52,17 +52,24 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
                 .as_mut()
                 .and_then(|s| s.open_api_v3_schema.as_mut())
             {
-                drop_nullable(schema);
+                normalize(schema);
             }
         }
     }
     crds
 }
 
-/// Optional fields are simply absent in this API. Without `nullable`, the API server prunes
-/// an explicit `null` instead of storing it, so CEL rules never see one.
-fn drop_nullable(schema: &mut JSONSchemaProps) {
+/// Adjusts schemars' output to what the API server expects:
+/// - optional fields are simply absent in this API: without `nullable`, the API server prunes
+///   an explicit `null` instead of storing it, so CEL rules never see one;
+/// - Kubernetes knows the integer formats `int32` and `int64` only (kubectl warns on others).
+fn normalize(schema: &mut JSONSchemaProps) {
     schema.nullable = None;
+    schema.format = match schema.format.take().as_deref() {
+        Some("uint8" | "int8" | "uint16" | "int16" | "uint32") => Some("int32".into()),
+        Some("uint64" | "uint") => Some("int64".into()),
+        other => other.map(str::to_owned),
+    };
     let children = schema
         .properties
         .iter_mut()
@@ -76,7 +83,7 @@ fn drop_nullable(schema: &mut JSONSchemaProps) {
             JSONSchemaPropsOrBool::Bool(_) => None,
         }));
     for child in children {
-        drop_nullable(child);
+        normalize(child);
     }
 }
 

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The whole loop on this machine, narrated: the local test environment (API server,
+# Prometheus, workload simulator), the operator, a demo workload with a RollbackPolicy, a bad
+# release, and its automatic rollback until the RollbackEvent is Succeeded.
+#
+# Designed to run against a real cluster too (FRYS_USE_KUBECONFIG=1, with Prometheus in
+# PROMETHEUS_URL and a workload whose metrics follow DESIGN.md's series); that path has not
+# been verified on the project's machines, which have no cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export FRYS_CACHE_DIR="${FRYS_CACHE_DIR:-$HOME/.cache/frys-rollback}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$FRYS_CACHE_DIR/target}"
+NS=${FRYS_DEMO_NAMESPACE:-frys-demo}
+started=$(date +%s)
+
+say() { printf '\n\033[1m[%3ss] %s\033[0m\n' "$(($(date +%s) - started))" "$*"; }
+note() { printf '       %s\n' "$*"; }
+
+say "Building the operator and the workload simulator (cached after the first run)"
+cargo build --workspace --locked --quiet
+
+if [[ ${FRYS_USE_KUBECONFIG:-0} == 1 ]]; then
+	say "Using the cluster in KUBECONFIG=${KUBECONFIG:?} and Prometheus at ${PROMETHEUS_URL:?}"
+else
+	export FRYS_SIM_BIN="$CARGO_TARGET_DIR/debug/frys-sim"
+	say "Starting the local test environment (first run: fetches packages and builds the API server, a few minutes)"
+	env_lines=$(scripts/testenv.sh up)
+	eval "$env_lines"
+fi
+
+say "Installing the CRDs and the demo namespace"
+kubectl apply -f crds/ >/dev/null
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl delete rbp,rbe --all -n "$NS" --ignore-not-found >/dev/null
+kubectl delete deployment web -n "$NS" --ignore-not-found >/dev/null
+
+say "Starting the operator (logs: $FRYS_CACHE_DIR/demo-operator.log)"
+"$CARGO_TARGET_DIR/debug/frys-rollback" run --namespace "$NS" --metrics-addr 127.0.0.1:0 \
+	--prometheus-url "$PROMETHEUS_URL" --log-format text >"$FRYS_CACHE_DIR/demo-operator.log" 2>&1 &
+operator=$!
+trap 'kill $operator 2>/dev/null || true' EXIT
+
+say "Deploying web (demo:v1, 3 replicas) with its RollbackPolicy (deploy/examples/demo.yaml)"
+kubectl apply -n "$NS" -f deploy/examples/demo.yaml >/dev/null
+
+field() { kubectl get rbp web -n "$NS" -o "jsonpath=$1" 2>/dev/null || true; }
+wait_for() { # description, timeout seconds, command
+	local what=$1 limit=$2 t=0
+	shift 2
+	until "$@"; do
+		((t++ < limit)) || {
+			echo "gave up waiting for $what; operator log: $FRYS_CACHE_DIR/demo-operator.log" >&2
+			exit 1
+		}
+		sleep 1
+	done
+}
+healthy() { [[ $(field '{.status.conditions[?(@.type=="Healthy")].status}') == True ]]; }
+wait_for "a healthy assessment" 120 healthy
+note "health $(field '{.status.health.status}'), score $(field '{.status.health.score}'), error rate $(field '{.status.health.metrics.errors}')"
+
+say "Releasing demo:v2-faulty (the simulator serves 30 % errors for it)"
+kubectl set image deployment/web -n "$NS" app=demo:v2-faulty >/dev/null
+released=$(date +%s)
+
+last=""
+progress() {
+	local line phase
+	phase=$(kubectl get rbe -n "$NS" -o jsonpath='{.items[0].status.phase}' 2>/dev/null || true)
+	line="health $(field '{.status.health.status}') | score $(field '{.status.health.score}') | errors $(field '{.status.health.metrics.errors}') | streak $(field '{.status.failureStreak}')/3 | incident $(field '{.status.incident.class}') | event ${phase:-none}"
+	if [[ $line != "$last" ]]; then
+		note "$line"
+		last=$line
+	fi
+	[[ $phase == Succeeded || $phase == Failed ]]
+}
+wait_for "the remediation" 240 progress
+
+say "Decision and remediation ($(($(date +%s) - released))s after the release)"
+event=$(kubectl get rbe -n "$NS" -o jsonpath='{.items[0].metadata.name}')
+note "detected:  $(kubectl get rbe "$event" -n "$NS" -o jsonpath='{.spec.reason}')"
+note "decided:   $(kubectl get rbe "$event" -n "$NS" -o jsonpath='{.spec.strategy}') ($(kubectl get rbe "$event" -n "$NS" -o jsonpath='{.spec.type}'))"
+note "patched:   $(kubectl get rbe "$event" -n "$NS" -o jsonpath='{.status.actions[0].summary}')"
+note "verified:  $(kubectl get rbe "$event" -n "$NS" -o jsonpath='{.status.verification.overallStatus}')"
+note "image now: $(kubectl get deployment web -n "$NS" -o jsonpath='{.spec.template.spec.containers[0].image}')"
+
+say "Waiting for the assessment to clear (the 10s rate window still holds v2's samples)"
+wait_for "a healthy assessment after the rollback" 120 healthy
+note "health $(field '{.status.health.status}'), score $(field '{.status.health.score}'), error rate $(field '{.status.health.metrics.errors}'), $(($(date +%s) - released))s after the release"
+
+say "kubectl get rbp,rbe -n $NS"
+kubectl get rbp,rbe -n "$NS"
+
+phase=$(kubectl get rbe "$event" -n "$NS" -o jsonpath='{.status.phase}')
+say "Done: the RollbackEvent is $phase. Explore further:"
+note "eval \"\$(scripts/testenv.sh env)\"        # this environment in your shell"
+note "kubectl describe rbp web -n $NS          # conditions and Kubernetes Events"
+note "kubectl get rbe $event -n $NS -o yaml    # actions with the state they replaced"
+note "scripts/testenv.sh down                  # stop the environment"
+[[ $phase == Succeeded ]]
