@@ -8,3 +8,4 @@ mod operator;
 mod simulator;
 mod support;
 mod tooling;
+mod verify;
