@@ -1,7 +1,7 @@
 //! Verification of a remediation against the simulator: real EndpointSlices, real pods answering
 //! HTTP, a real Prometheus scraping their metrics.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use frys_rollback::{
     api::{
@@ -10,13 +10,16 @@ use frys_rollback::{
     },
     config::{OperatorConfig, effective},
     prometheus::{Endpoint, PrometheusClient},
-    strategy::Remediation,
-    verify::{VerifyDeps, VerifyInput, rules::ready_addresses, verify},
+    strategy::{self, Cluster, Kind, Remediation},
+    verify::{VerifyDeps, VerifyInput, expected_weights, rules::ready_addresses, verify},
 };
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::Service, discovery::v1::EndpointSlice},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
     Api, Client,
-    api::{ListParams, PostParams},
+    api::{DynamicObject, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 
@@ -54,8 +57,12 @@ verification:
 }
 
 async fn create_service(client: &Client, ns: &str, selector: serde_json::Value) {
+    create_named_service(client, ns, "web", selector).await;
+}
+
+async fn create_named_service(client: &Client, ns: &str, name: &str, selector: serde_json::Value) {
     let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
+        "metadata": {"name": name},
         "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": 8080}]}
     }))
     .unwrap();
@@ -67,20 +74,29 @@ async fn create_service(client: &Client, ns: &str, selector: serde_json::Value) 
 
 /// Waits until Service web has `n` ready endpoints and Prometheus has scraped the pods' traffic.
 async fn wait_ready(client: &Client, ns: &str, n: usize) {
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-    eventually("ready endpoints of web", TIMEOUT, || async {
-        let list = slices
-            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
-            .await
-            .ok()?;
-        (ready_addresses(&list.items).len() == n).then_some(())
-    })
-    .await;
+    wait_endpoints(client, ns, "web", n).await;
     let prometheus = env().prometheus_url.clone().expect("PROMETHEUS_URL");
     let rate = format!(r#"sum(rate(http_requests_total{{namespace="{ns}"}}[5s]))"#);
     eventually("request rate in Prometheus", TIMEOUT, || async {
         (query_scalar(&prometheus, &rate).await? > 0.0).then_some(())
     })
+    .await;
+}
+
+async fn wait_endpoints(client: &Client, ns: &str, service: &str, n: usize) {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let label = format!("kubernetes.io/service-name={service}");
+    eventually(
+        &format!("ready endpoints of {service}"),
+        TIMEOUT,
+        || async {
+            let list = slices
+                .list(&ListParams::default().labels(&label))
+                .await
+                .ok()?;
+            (ready_addresses(&list.items).len() == n).then_some(())
+        },
+    )
     .await;
 }
 
@@ -107,6 +123,7 @@ async fn run(
     target: &str,
     spec: &RollbackPolicySpec,
     remediation: &Remediation,
+    expected_weights: Option<BTreeMap<String, u64>>,
 ) -> VerificationReport {
     let url = env().prometheus_url.clone().expect("PROMETHEUS_URL");
     let config = OperatorConfig {
@@ -123,7 +140,7 @@ async fn run(
         effective: &effective,
         remediation,
         completed_at: jiff::Timestamp::now(),
-        expected_weights: None,
+        expected_weights,
         pod_regex: None,
         health_check_url: None,
     };
@@ -163,7 +180,7 @@ async fn a_healthy_deployment_passes_every_applicable_check() {
     let Some((client, ns)) = setup("vf-healthy", "demo:v1").await else {
         return;
     };
-    let report = run(&client, &ns, "web", &policy("web"), &rollback()).await;
+    let report = run(&client, &ns, "web", &policy("web"), &rollback(), None).await;
     use CheckStatus::*;
     assert_eq!(
         statuses(&report),
@@ -199,7 +216,7 @@ async fn a_failing_health_endpoint_fails_verification() {
         return;
     };
     support::sim::inject(json!({"namespace": ns, "app": "web", "healthy": false})).await;
-    let report = run(&client, &ns, "web", &policy("web"), &rollback()).await;
+    let report = run(&client, &ns, "web", &policy("web"), &rollback(), None).await;
     let health = check(&report, "application-health");
     assert_eq!(health.status, CheckStatus::Failed);
     assert!(
@@ -228,7 +245,7 @@ async fn a_failing_consistency_check_is_partial() {
     };
     support::sim::inject(json!({"namespace": ns, "app": "web", "failPaths": ["/consistency"]}))
         .await;
-    let report = run(&client, &ns, "web", &policy("web"), &rollback()).await;
+    let report = run(&client, &ns, "web", &policy("web"), &rollback(), None).await;
     use CheckStatus::*;
     assert_eq!(
         statuses(&report),
@@ -251,7 +268,7 @@ async fn a_faulty_image_fails_performance() {
     let Some((client, ns)) = setup("vf-faulty", "demo:v2-faulty").await else {
         return;
     };
-    let report = run(&client, &ns, "web", &policy("web"), &rollback()).await;
+    let report = run(&client, &ns, "web", &policy("web"), &rollback(), None).await;
     let performance = check(&report, "performance");
     assert_eq!(performance.status, CheckStatus::Failed);
     assert!(
@@ -315,7 +332,7 @@ async fn an_environment_switch_is_verified_on_the_service() {
         })
     };
     let spec = policy("web-green");
-    let report = run(&client, &ns, "web-green", &spec, &switch("blue")).await;
+    let report = run(&client, &ns, "web-green", &spec, &switch("blue"), None).await;
     let availability = check(&report, "availability");
     assert_eq!(availability.status, CheckStatus::Passed);
     assert_eq!(availability.details["deployment"], "web-blue");
@@ -333,7 +350,7 @@ async fn an_environment_switch_is_verified_on_the_service() {
             _ => unreachable!(),
         }
     });
-    let report = run(&client, &ns, "web-green", &spec, &wrong).await;
+    let report = run(&client, &ns, "web-green", &spec, &wrong, None).await;
     let traffic = check(&report, "traffic-distribution");
     assert_eq!(traffic.status, CheckStatus::Failed);
     assert!(
@@ -342,4 +359,124 @@ async fn an_environment_switch_is_verified_on_the_service() {
         traffic.details
     );
     assert_eq!(report.overall_status, VerificationStatus::Partial);
+}
+
+/// Applies the HTTPRoute CRD of the test fixtures and waits until it is served.
+async fn install_httproute_crd(client: &Client) {
+    let path =
+        support::repo_root().join("tests/fixtures/crds/httproutes.gateway.networking.k8s.io.yaml");
+    let crd: CustomResourceDefinition =
+        yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let name = crd.metadata.name.clone().unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply("frys-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    eventually("HTTPRoute CRD Established", TIMEOUT, || async {
+        let crd = api.get(&name).await.ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+/// Traffic shifting applied by the real strategy: the route reads back as the event's action
+/// intended and the receiving backend has endpoints; a later edit of the weights is caught.
+#[tokio::test]
+async fn traffic_shifting_weights_are_read_back() {
+    if !support::require_simulator("vf-shift") {
+        return;
+    }
+    let client = env().client().await;
+    install_httproute_crd(&client).await;
+    let ns = support::namespace(&client, "vf-shift").await;
+    for name in ["web-canary", "web-stable"] {
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &deployment(name, "demo:v1"))
+            .await
+            .unwrap();
+        create_named_service(&client, &ns, name, json!({"app": name})).await;
+        wait_endpoints(&client, &ns, name, 2).await;
+    }
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &Kind::HttpRoute.api_resource());
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web"},
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [
+            {"name": "web-canary", "port": 80, "weight": 50},
+            {"name": "web-stable", "port": 80, "weight": 50}
+        ]}]}
+    }))
+    .unwrap();
+    routes.create(&PostParams::default(), &route).await.unwrap();
+
+    let shift: Remediation = Remediation::TrafficShifting(
+        serde_json::from_value(
+            json!({"httpRoute": "web", "from": "web-canary", "to": "web-stable"}),
+        )
+        .unwrap(),
+    );
+    let applied = strategy::apply(&Cluster::new(client.clone(), &ns), &shift, "web-canary")
+        .await
+        .unwrap();
+    let expected = expected_weights(&applied.actions);
+    assert_eq!(
+        expected,
+        Some(BTreeMap::from([
+            ("web-canary".into(), 0),
+            ("web-stable".into(), 100)
+        ]))
+    );
+    let mut spec = policy("web-canary");
+    spec.verification
+        .as_mut()
+        .unwrap()
+        .health_check
+        .as_mut()
+        .unwrap()
+        .service = "web-stable".into();
+    spec.verification.as_mut().unwrap().checks.clear();
+
+    let report = run(&client, &ns, "web-canary", &spec, &shift, expected.clone()).await;
+    assert_eq!(
+        check(&report, "availability").details["service"],
+        "web-stable"
+    );
+    let traffic = check(&report, "traffic-distribution");
+    assert_eq!(traffic.status, CheckStatus::Passed, "{:?}", traffic.details);
+    assert_eq!(traffic.details["weights"], "web-canary=0, web-stable=100");
+    assert_eq!(report.overall_status, VerificationStatus::Passed);
+
+    // Someone (a GitOps tool) puts weight back on the canary.
+    routes
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([
+                    {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 30}
+                ]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let report = run(&client, &ns, "web-canary", &spec, &shift, expected).await;
+    let traffic = check(&report, "traffic-distribution");
+    assert_eq!(traffic.status, CheckStatus::Failed);
+    assert_eq!(
+        traffic.details["reason"],
+        "web-canary has weight 30, expected 0"
+    );
+    assert_eq!(report.overall_status, VerificationStatus::Partial);
+    assert!(report.recommendations[0].starts_with("traffic-distribution failed"));
 }
