@@ -102,7 +102,8 @@ async fn addresses<S>(ctx: &Ctx<'_, S>, service: &str) -> Result<Vec<String>, St
     Ok(rules::ready_addresses(&slices.items))
 }
 
-/// Check 1, availability. A rollout still under way is polled until it finishes or time runs out.
+/// Check 1, availability. A rollout still under way is polled until it finishes or time runs
+/// out, so a rollback that is still rolling out is not failed for being slow.
 pub async fn availability<S>(ctx: &Ctx<'_, S>, serving: &Result<String, String>) -> CheckResult {
     loop {
         let (status, d) = availability_once(ctx, serving).await;
@@ -371,7 +372,8 @@ async fn read<S: MetricsSource>(metrics: &S, template: &str, vars: &Vars<'_>) ->
     }
 }
 
-/// Checks 4 and 5, a user check: PromQL (non-empty, all non-zero) or HTTP (2xx on every endpoint).
+/// Checks 4 and 5, a user check: PromQL (non-empty, all non-zero) or HTTP (2xx on every
+/// endpoint). One read each: they test the state the remediation left, not a trend.
 pub async fn user_check<S: MetricsSource + Sync>(
     ctx: &Ctx<'_, S>,
     spec: &CheckSpec,

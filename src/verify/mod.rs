@@ -4,7 +4,8 @@
 //!    emergency shutdown) and the serving Service has ready endpoints.
 //! 2. Application health: HTTP GET of the health endpoint on each ready endpoint address.
 //! 3. Performance: the policy's signals over the time since the remediation completed only,
-//!    passing (no signal Critical) on `consecutivePasses` evaluations in a row.
+//!    passing (no signal Critical) on `consecutivePasses` evaluations in a row. A signal without
+//!    data under `noData: Ignore` (e.g. a target drained by a traffic rung) does not fail it.
 //! 4. Dependencies and 5. data consistency: the policy's user checks (PromQL or HTTP).
 //! 6. Traffic distribution: the Service selector or route weights read back as intended.
 //!
@@ -18,6 +19,11 @@
 //! from [`expected_weights`] of the event's actions) and write the report to
 //! `status.verification`. `verify` is bounded by `effective.verificationTimeout`: it never
 //! returns later than that (plus the time to finish a request in flight).
+//!
+//! Every check that ran must pass for `Passed`; a failed availability, health or performance
+//! check makes the verification `Failed`, failed dependency, consistency or traffic checks only
+//! `Partial` (the remediation worked; something around it did not). Each failed check adds one
+//! recommendation.
 //!
 //! The pure half (verdicts, overall status, recommendations, windows) is in [`rules`]; the
 //! checks that read the cluster, Prometheus and the pods are in `checks`.

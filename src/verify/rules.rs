@@ -65,7 +65,7 @@ fn recommendation(check: &CheckResult) -> String {
             "look at the logs of the pods that failed the health endpoint and at what it depends on"
         }
         CheckCategory::Performance => {
-            "compare the signals' dashboards before and after the remediation and consider the next rung of the ladder"
+            "compare the signals before and after the remediation; the next rung may be needed"
         }
         CheckCategory::Dependencies => {
             "check the dependency named by this check; the workload may be fine while it is down"
@@ -74,7 +74,7 @@ fn recommendation(check: &CheckResult) -> String {
             "check the data the remediation may have left inconsistent (migrations, caches, queues)"
         }
         CheckCategory::Traffic => {
-            "read the Service selector or route rule back and look for another writer (GitOps, a person)"
+            "look for another writer of the Service selector or route (a GitOps tool, a person)"
         }
     };
     match check.details.get(REASON) {
