@@ -7,7 +7,7 @@
 mod conditions;
 mod evaluator;
 mod event;
-mod health;
+pub(crate) mod health; // `signals` is shared with verification
 mod policy;
 mod verification;
 

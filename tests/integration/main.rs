@@ -9,3 +9,4 @@ mod remediation;
 mod simulator;
 mod support;
 mod tooling;
+mod verify;

@@ -1,0 +1,559 @@
+//! The checks: reads of the cluster, Prometheus and the pods, judged by [`rules`].
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    Api,
+    api::{DynamicObject, ListParams},
+};
+use tokio::time::Instant;
+
+use super::{Ctx, DEFAULT_CONSECUTIVE_PASSES, rules};
+use crate::{
+    api::{CheckCategory, CheckResult, CheckSpec, CheckStatus, HttpCheck, MetricSeverity},
+    assess,
+    controller::health,
+    prometheus::{MetricsSource, QueryError, Reading, Sample, Signal, Vars, template},
+    strategy::{
+        Remediation,
+        route::{self, RuleSelector},
+    },
+};
+
+pub const AVAILABILITY: &str = "availability";
+pub const HEALTH: &str = "application-health";
+pub const PERFORMANCE: &str = "performance";
+pub const TRAFFIC: &str = "traffic-distribution";
+
+/// Bound on one HTTP probe of one pod.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between two reads of a rollout that is not finished yet.
+const ROLLOUT_POLL: Duration = Duration::from_secs(1);
+
+type Details = BTreeMap<String, String>;
+
+fn details<const N: usize>(pairs: [(&str, String); N]) -> Details {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The Service users reach after the remediation, or why there is none.
+pub async fn serving_service<S>(ctx: &Ctx<'_, S>) -> Result<String, String> {
+    let input = ctx.input;
+    match input.remediation {
+        Remediation::EmergencyShutdown(_) => {
+            return Err("the workload is shut down on purpose".into());
+        }
+        Remediation::EnvironmentSwitch(s) => return Ok(s.service.clone()),
+        Remediation::TrafficShifting(s) => return Ok(s.to.clone()),
+        Remediation::CircuitBreaker(s) => {
+            return match &s.fallback_backend {
+                Some(b) => Ok(b.name.clone()),
+                None => {
+                    Err("the open breaker sends the traffic nowhere (no fallbackBackend)".into())
+                }
+            };
+        }
+        Remediation::VersionRollback(_) => {}
+    }
+    if let Some(hc) = input
+        .policy
+        .verification
+        .as_ref()
+        .and_then(|v| v.health_check.as_ref())
+    {
+        return Ok(hc.service.clone());
+    }
+    // A Service whose selector picks the target's pods.
+    let client = ctx.deps.client.clone();
+    let deployment = Api::<Deployment>::namespaced(client.clone(), input.namespace)
+        .get(input.target)
+        .await
+        .map_err(|e| format!("reading Deployment {}: {e}", input.target))?;
+    let labels = deployment
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
+    let services = Api::<Service>::namespaced(client, input.namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing Services: {e}"))?;
+    services
+        .items
+        .iter()
+        .filter(|s| {
+            let selector = s.spec.as_ref().and_then(|s| s.selector.as_ref());
+            selector.is_some_and(|sel| {
+                !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+        })
+        .filter_map(|s| s.metadata.name.clone())
+        .min()
+        .ok_or_else(|| format!("no Service selects the pods of {}", input.target))
+}
+
+/// Ready addresses of a Service's EndpointSlices.
+async fn addresses<S>(ctx: &Ctx<'_, S>, service: &str) -> Result<Vec<String>, String> {
+    let slices = Api::<EndpointSlice>::namespaced(ctx.deps.client.clone(), ctx.input.namespace)
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .map_err(|e| format!("listing the EndpointSlices of Service {service}: {e}"))?;
+    Ok(rules::ready_addresses(&slices.items))
+}
+
+/// Check 1, availability. A rollout still under way is polled until it finishes or time runs
+/// out, so a rollback that is still rolling out is not failed for being slow.
+pub async fn availability<S>(ctx: &Ctx<'_, S>, serving: &Result<String, String>) -> CheckResult {
+    loop {
+        let (status, d) = availability_once(ctx, serving).await;
+        if status == CheckStatus::Passed || Instant::now() + ROLLOUT_POLL >= ctx.deadline {
+            return rules::result(AVAILABILITY, CheckCategory::Availability, status, d);
+        }
+        tokio::time::sleep(ROLLOUT_POLL).await;
+    }
+}
+
+async fn availability_once<S>(
+    ctx: &Ctx<'_, S>,
+    serving: &Result<String, String>,
+) -> (CheckStatus, Details) {
+    let input = ctx.input;
+    let mut d = Details::new();
+    let mut problems = vec![];
+    // The Deployment that serves: the target, or the standby after an environment switch.
+    // Route rungs move traffic away from the target, so its rollout says nothing.
+    let (deployment, expect_zero) = match input.remediation {
+        Remediation::EnvironmentSwitch(s) => (Some(s.standby_ref.as_str()), false),
+        Remediation::EmergencyShutdown(_) => (Some(input.target), true),
+        Remediation::VersionRollback(_) => (Some(input.target), false),
+        Remediation::CircuitBreaker(_) | Remediation::TrafficShifting(_) => (None, false),
+    };
+    if let Some(name) = deployment {
+        d.insert("deployment".into(), name.to_owned());
+        let api = Api::<Deployment>::namespaced(ctx.deps.client.clone(), input.namespace);
+        match api.get(name).await {
+            Ok(dep) => {
+                let status = dep.status.clone().unwrap_or_default();
+                d.insert(
+                    "replicas".into(),
+                    format!(
+                        "{} available of {} desired",
+                        status.available_replicas.unwrap_or(0),
+                        dep.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+                    ),
+                );
+                problems.extend(
+                    rules::rollout_problem(&dep, expect_zero)
+                        .map(|p| format!("Deployment {name}: {p}")),
+                );
+            }
+            Err(e) => problems.push(format!("reading Deployment {name}: {e}")),
+        }
+    }
+    match serving {
+        Ok(service) => {
+            d.insert("service".into(), service.clone());
+            match addresses(ctx, service).await {
+                Ok(a) if a.is_empty() => {
+                    problems.push(format!("Service {service} has no ready endpoints"));
+                }
+                Ok(a) => {
+                    d.insert("readyEndpoints".into(), a.len().to_string());
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        Err(why) => {
+            d.insert("service".into(), format!("not checked: {why}"));
+        }
+    }
+    verdict(d, problems)
+}
+
+/// Check 2, application health: the health endpoint on every ready address of its Service.
+pub async fn health<S>(ctx: &Ctx<'_, S>, serving: &Result<String, String>) -> CheckResult {
+    let skip = |why: &str| rules::skipped(HEALTH, CheckCategory::Health, why);
+    if matches!(ctx.input.remediation, Remediation::EmergencyShutdown(_)) {
+        return skip("the workload is shut down on purpose");
+    }
+    let configured = ctx
+        .input
+        .policy
+        .verification
+        .as_ref()
+        .and_then(|v| v.health_check.clone());
+    let check = match (configured, ctx.input.health_check_url, serving) {
+        (Some(c), _, _) => c,
+        (None, Some(url), Ok(service)) => match rules::default_health_check(url, service) {
+            Some(c) => c,
+            None => return skip(&format!("HEALTH_CHECK_URL {url:?} is not a URL")),
+        },
+        (None, Some(_), Err(why)) => return skip(why),
+        (None, None, _) => {
+            return skip("no verification.healthCheck and no operator HEALTH_CHECK_URL");
+        }
+    };
+    let (status, d) = probe(ctx, &check).await;
+    rules::result(HEALTH, CheckCategory::Health, status, d)
+}
+
+/// GET `check.path` on each ready address of `check.service`; passes when every one answers 2xx.
+async fn probe<S>(ctx: &Ctx<'_, S>, check: &HttpCheck) -> (CheckStatus, Details) {
+    let mut d = details([
+        ("service", check.service.clone()),
+        ("request", format!("GET :{}{}", check.port, check.path)),
+    ]);
+    let addresses = match addresses(ctx, &check.service).await {
+        Ok(a) if a.is_empty() => {
+            let reason = format!("Service {} has no ready endpoints", check.service);
+            d.insert(rules::REASON.into(), reason);
+            return (CheckStatus::Failed, d);
+        }
+        Ok(a) => a,
+        Err(e) => {
+            d.insert(rules::REASON.into(), e);
+            return (CheckStatus::Failed, d);
+        }
+    };
+    let answers = futures::future::join_all(addresses.iter().map(|address| async move {
+        let host = if address.contains(':') {
+            format!("[{address}]")
+        } else {
+            address.clone()
+        };
+        let url = format!("http://{host}:{}{}", check.port, check.path);
+        let start = Instant::now();
+        let answer = ctx.deps.http.get(&url).timeout(PROBE_TIMEOUT).send().await;
+        let ms = start.elapsed().as_millis();
+        match answer {
+            Ok(r) => (
+                r.status().is_success(),
+                format!("{} in {ms}ms", r.status().as_u16()),
+            ),
+            Err(e) if e.is_timeout() => (false, format!("no answer within {PROBE_TIMEOUT:?}")),
+            Err(e) => (false, format!("error after {ms}ms: {e}")),
+        }
+    }))
+    .await;
+    let failed = answers.iter().filter(|(ok, _)| !ok).count();
+    for (address, (_, text)) in addresses.iter().zip(answers) {
+        d.insert(format!("endpoint {address}"), text);
+    }
+    if failed == 0 {
+        (CheckStatus::Passed, d)
+    } else {
+        let reason = format!(
+            "{failed} of {} endpoints did not answer 2xx on {}",
+            addresses.len(),
+            check.path
+        );
+        d.insert(rules::REASON.into(), reason);
+        (CheckStatus::Failed, d)
+    }
+}
+
+/// Template variables with `{{ window }}` covering the time since the remediation completed.
+fn vars<'a, S>(ctx: &'a Ctx<'_, S>) -> Vars<'a> {
+    let since = jiff::Timestamp::now().duration_since(ctx.input.completed_at);
+    Vars {
+        namespace: ctx.input.namespace,
+        target: ctx.input.target,
+        pod_regex: ctx.input.pod_regex,
+        window: rules::performance_window(since.try_into().unwrap_or_default()),
+    }
+}
+
+/// Check 3, performance: the signals re-evaluated until `consecutivePasses` evaluations in a row
+/// have no Critical signal, or time runs out.
+pub async fn performance<S: MetricsSource + Sync>(ctx: &Ctx<'_, S>) -> CheckResult {
+    let skip = |why: &str| rules::skipped(PERFORMANCE, CheckCategory::Performance, why);
+    let input = ctx.input;
+    if matches!(input.remediation, Remediation::EmergencyShutdown(_)) {
+        return skip("the workload is shut down on purpose: its signals have nothing to judge");
+    }
+    let Some(metrics) = ctx.deps.metrics else {
+        return skip("no Prometheus: set spec.prometheus or the operator's --prometheus-url");
+    };
+    let needed = input
+        .policy
+        .verification
+        .as_ref()
+        .and_then(|v| v.consecutive_passes)
+        .unwrap_or(DEFAULT_CONSECUTIVE_PASSES);
+    let interval = input
+        .effective
+        .interval
+        .as_ref()
+        .and_then(|d| d.get().ok())
+        .unwrap_or(Duration::from_secs(30))
+        .max(Duration::from_secs(1));
+    let label = input.effective.workload_label.as_deref().unwrap_or("app");
+    let signals = Signal::for_policy(
+        &input.policy.metrics,
+        label,
+        input.policy.min_request_rate.is_some(),
+    );
+    let mut streak = rules::Streak::default();
+    loop {
+        let vars = vars(ctx);
+        let mut readings = BTreeMap::new();
+        for signal in &signals {
+            readings.insert(
+                signal.name.clone(),
+                read(metrics, &signal.template, &vars).await,
+            );
+        }
+        let verdicts: Vec<_> = health::signals(input.policy, input.effective, &readings)
+            .iter()
+            .map(|s| assess::judge(&s.metric, &s.sample, input.policy.no_data))
+            .collect();
+        let critical: Vec<_> = verdicts
+            .iter()
+            .filter(|v| v.severity == MetricSeverity::Critical)
+            .collect();
+        streak.record(critical.is_empty());
+        let mut d = details([
+            ("window", template::promql_duration(vars.window)),
+            ("passes", format!("{} of {needed} in a row", streak.passes)),
+            ("evaluations", streak.evaluations.to_string()),
+        ]);
+        for v in &verdicts {
+            let value = v.value.map_or("no data".to_owned(), |x| format!("{x:.4}"));
+            d.insert(
+                format!("signal {}", v.name),
+                format!("{value} ({})", v.severity),
+            );
+        }
+        if streak.reached(needed) {
+            return rules::result(
+                PERFORMANCE,
+                CheckCategory::Performance,
+                CheckStatus::Passed,
+                d,
+            );
+        }
+        if Instant::now() + interval >= ctx.deadline {
+            let last = match critical.first() {
+                Some(v) => v.message.clone(),
+                None => "the last evaluation passed".to_owned(),
+            };
+            let reason = format!(
+                "{} of {needed} passing evaluations in a row before the timeout; {last}",
+                streak.passes
+            );
+            d.insert(rules::REASON.into(), reason);
+            return rules::result(
+                PERFORMANCE,
+                CheckCategory::Performance,
+                CheckStatus::Failed,
+                d,
+            );
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One signal's value: no series is no data; several series is an error (as for assessment).
+async fn read<S: MetricsSource>(metrics: &S, template: &str, vars: &Vars<'_>) -> Reading {
+    let promql = template::render(template, vars).map_err(|e| QueryError::InvalidConfig {
+        message: e.to_string(),
+    })?;
+    let samples = metrics.query(&promql, None).await?;
+    match samples.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.value).filter(|v| !v.is_nan())),
+        more => Err(QueryError::UnexpectedResult {
+            message: format!(
+                "the query returns {} series; aggregate it to one",
+                more.len()
+            ),
+        }),
+    }
+}
+
+/// Checks 4 and 5, a user check: PromQL (non-empty, all non-zero) or HTTP (2xx on every
+/// endpoint). One read each: they test the state the remediation left, not a trend.
+pub async fn user_check<S: MetricsSource + Sync>(
+    ctx: &Ctx<'_, S>,
+    spec: &CheckSpec,
+) -> CheckResult {
+    let (status, d) = match (&spec.promql, &spec.http) {
+        (Some(promql), _) => match ctx.deps.metrics {
+            Some(metrics) => promql_check(metrics, promql, &vars(ctx)).await,
+            None => {
+                return rules::skipped(
+                    &spec.name,
+                    spec.category,
+                    "no Prometheus for a PromQL check",
+                );
+            }
+        },
+        (None, Some(http)) => probe(ctx, http).await,
+        (None, None) => {
+            return rules::skipped(
+                &spec.name,
+                spec.category,
+                "the check sets neither promql nor http",
+            );
+        }
+    };
+    rules::result(&spec.name, spec.category, status, d)
+}
+
+async fn promql_check<S: MetricsSource>(
+    metrics: &S,
+    template: &str,
+    vars: &Vars<'_>,
+) -> (CheckStatus, Details) {
+    let failed = |reason: String| (CheckStatus::Failed, details([(rules::REASON, reason)]));
+    let promql = match template::render(template, vars) {
+        Ok(q) => q,
+        Err(e) => return failed(e.to_string()),
+    };
+    let samples: Vec<Sample> = match metrics.query(&promql, None).await {
+        Ok(s) => s,
+        Err(e) => return failed(e.to_string()),
+    };
+    let mut d = details([("query", promql)]);
+    // A few series are enough to tell what the query saw.
+    for s in samples.iter().take(10) {
+        d.insert(
+            format!("series {}", rules::series_label(s)),
+            s.value.to_string(),
+        );
+    }
+    match rules::promql_check(&samples) {
+        Ok(()) => (CheckStatus::Passed, d),
+        Err(reason) => {
+            d.insert(rules::REASON.into(), reason);
+            (CheckStatus::Failed, d)
+        }
+    }
+}
+
+/// Check 6, traffic distribution: the selector or route weights as the remediation left them,
+/// and somewhere for the traffic to go.
+pub async fn traffic<S>(ctx: &Ctx<'_, S>) -> CheckResult {
+    let (status, d) = match ctx.input.remediation {
+        Remediation::EnvironmentSwitch(s) => {
+            selector(ctx, &s.service, &s.selector_key, &s.standby_value).await
+        }
+        Remediation::CircuitBreaker(s) => weights(ctx, &s.route).await,
+        Remediation::TrafficShifting(s) => weights(ctx, &s.route).await,
+        Remediation::VersionRollback(_) | Remediation::EmergencyShutdown(_) => {
+            return rules::skipped(
+                TRAFFIC,
+                CheckCategory::Traffic,
+                "the strategy does not move traffic",
+            );
+        }
+    };
+    rules::result(TRAFFIC, CheckCategory::Traffic, status, d)
+}
+
+async fn selector<S>(
+    ctx: &Ctx<'_, S>,
+    service: &str,
+    key: &str,
+    value: &str,
+) -> (CheckStatus, Details) {
+    let mut d = details([
+        ("service", service.to_owned()),
+        ("expected", format!("{key}={value}")),
+    ]);
+    let mut problems = vec![];
+    match Api::<Service>::namespaced(ctx.deps.client.clone(), ctx.input.namespace)
+        .get(service)
+        .await
+    {
+        Ok(svc) => {
+            let actual = svc
+                .spec
+                .and_then(|s| s.selector)
+                .unwrap_or_default()
+                .get(key)
+                .cloned();
+            d.insert(
+                "selector".into(),
+                format!("{key}={}", actual.as_deref().unwrap_or("")),
+            );
+            if actual.as_deref() != Some(value) {
+                problems.push(format!(
+                    "the selector has {key}={actual:?}, expected {value:?}"
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("reading Service {service}: {e}")),
+    }
+    match addresses(ctx, service).await {
+        Ok(a) if a.is_empty() => problems.push(format!("Service {service} has no ready endpoints")),
+        Ok(a) => {
+            d.insert("readyEndpoints".into(), a.len().to_string());
+        }
+        Err(e) => problems.push(e),
+    }
+    verdict(d, problems)
+}
+
+async fn weights<S>(ctx: &Ctx<'_, S>, route_ref: &crate::api::RouteRef) -> (CheckStatus, Details) {
+    let mut d = Details::new();
+    let (router, name) = match route::router(route_ref) {
+        Ok(r) => r,
+        Err(e) => return verdict(d, vec![e.to_string()]),
+    };
+    d.insert("route".into(), format!("{} {name}", router.kind()));
+    let Some(expected) = &ctx.input.expected_weights else {
+        return verdict(
+            d,
+            vec!["no expected weights: the event records no route change".into()],
+        );
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.deps.client.clone(),
+        ctx.input.namespace,
+        &router.kind().api_resource(),
+    );
+    let object = match api.get(name).await {
+        Ok(o) => serde_json::to_value(o).expect("objects serialize"),
+        Err(e) => return verdict(d, vec![format!("reading {} {name}: {e}", router.kind())]),
+    };
+    let rule = match route::find_rule(router, &object, &RuleSelector::of(route_ref)) {
+        Ok(r) => r,
+        Err(e) => return verdict(d, vec![e.to_string()]),
+    };
+    let actual = rules::route_weights(router, &rule.backends);
+    let show = |w: &BTreeMap<String, u64>| {
+        w.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    d.insert("weights".into(), show(&actual));
+    d.insert("expected".into(), show(expected));
+    let mut problems = rules::weight_differences(&actual, expected);
+    // Backends that receive traffic must have somewhere to send it (Services of this namespace).
+    for (backend, weight) in &actual {
+        let service = backend.split(['.', '/']).next().unwrap_or(backend);
+        if *weight == 0 {
+            continue;
+        }
+        match addresses(ctx, service).await {
+            Ok(a) if a.is_empty() => {
+                problems.push(format!("backend {service} has no ready endpoints"))
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(e),
+        }
+    }
+    verdict(d, problems)
+}
+
+fn verdict(mut d: Details, problems: Vec<String>) -> (CheckStatus, Details) {
+    if problems.is_empty() {
+        (CheckStatus::Passed, d)
+    } else {
+        d.insert(rules::REASON.into(), problems.join("; "));
+        (CheckStatus::Failed, d)
+    }
+}
