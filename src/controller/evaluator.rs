@@ -229,32 +229,36 @@ impl Evaluator {
         })
     }
 
-    /// The policy's Prometheus, with credentials read from its Secrets.
     async fn endpoint(&self, policy: &RollbackPolicy) -> Result<Endpoint, EvaluationError> {
-        let source = policy.spec.prometheus.as_ref();
-        let credentials = match source {
-            Some(source) => {
-                let ns = policy.namespace().unwrap_or_default();
-                let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
-                prometheus::resolve_credentials(&secrets, source)
-                    .await
-                    .map_err(|e| EvaluationError {
-                        reason: e.reason(),
-                        message: e.to_string(),
-                    })?
-            }
-            None => Default::default(),
-        };
-        Endpoint::for_policy(
-            source,
-            self.ctx.config.prometheus_url.as_deref(),
-            credentials,
-        )
-        .map_err(|e| EvaluationError {
+        policy_endpoint(&self.ctx, policy).await
+    }
+}
+
+/// The policy's Prometheus, with credentials read from its Secrets (or the operator's default).
+pub async fn policy_endpoint(
+    ctx: &Context,
+    policy: &RollbackPolicy,
+) -> Result<Endpoint, EvaluationError> {
+    let source = policy.spec.prometheus.as_ref();
+    let credentials = match source {
+        Some(source) => {
+            let ns = policy.namespace().unwrap_or_default();
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            prometheus::resolve_credentials(&secrets, source)
+                .await
+                .map_err(|e| EvaluationError {
+                    reason: e.reason(),
+                    message: e.to_string(),
+                })?
+        }
+        None => Default::default(),
+    };
+    Endpoint::for_policy(source, ctx.config.prometheus_url.as_deref(), credentials).map_err(|e| {
+        EvaluationError {
             reason: e.reason(),
             message: e.to_string(),
-        })
-    }
+        }
+    })
 }
 
 /// Only valid, active policies whose status describes their current spec are evaluated.

@@ -1,27 +1,33 @@
-//! The RollbackEvent reconciler: adopts each event under its policy (ownerReference, so
-//! events go away with their policy) and records that it was accepted, or why not.
+//! The RollbackEvent reconciler: a phase machine per event. It adopts the event under its policy
+//! (ownerReference, so events go away with their policy), applies the strategy (Pending →
+//! Executing), verifies it (Verifying, the seed's six checks) and records the outcome
+//! (Succeeded | Failed; Skipped under dry run). The policy reconciler decides what comes next.
 
 use std::{sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::{
+    api::apps::v1::{Deployment, ReplicaSet},
+    apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
+};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams},
     runtime::{Controller, controller::Action, reflector::Store, watcher},
 };
 use serde_json::json;
 
-use super::verification;
-use super::{Context, EVENT_MANAGER, Error, Shutdown, scoped_api};
+use super::{Context, EVENT_MANAGER, Error, Shutdown, evaluator, scoped_api};
 use crate::{
     api::{
-        EventPhase, EventType, RollbackEvent, RollbackEventStatus, RollbackPolicy, StrategyKind,
-        VerificationStatus, duration,
+        EffectiveSettings, EventPhase, EventType, RollbackEvent, RollbackEventStatus,
+        RollbackPolicy, StrategyKind, VerificationReport, VerificationStatus, duration,
     },
     config,
+    prometheus::PrometheusClient,
     strategy::{ApplyError, Cluster, Remediation},
+    verify::{VerifyDeps, VerifyInput},
 };
 
 const NAME: &str = "event";
@@ -235,6 +241,7 @@ async fn verify(
     let effective = config::effective(&policy.spec, &ctx.config);
     let delay = effective
         .stabilization_delay
+        .as_ref()
         .and_then(|d| d.get().ok())
         .unwrap_or(ctx.config.stabilization_delay);
     let applied_at = status
@@ -249,25 +256,19 @@ async fn verify(
     if waited < delay {
         return Ok(Action::requeue(delay - waited));
     }
-    let timeout = effective
-        .verification_timeout
-        .and_then(|d| d.get().ok())
-        .unwrap_or(ctx.config.verification_timeout);
-    let report = verification::availability(ctx, event, policy).await?;
-    let passed = report.overall_status == VerificationStatus::Passed;
-    // A failing check is retried until the verification timeout: a rollout takes time.
-    if !passed && waited < delay + timeout {
-        status.verification = Some(report);
-        status.message = Some(format!(
-            "verifying {} (gives up {} after the change)",
-            event.spec.strategy,
-            duration::format(delay + timeout)
-        ));
-        write_status(events, &event.name_any(), status).await?;
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    let message = if passed {
+    let report =
+        run_verification(ctx, event, policy, &effective, applied_at, &status.actions).await?;
+    // Partial (only dependency, consistency or traffic checks failing) is not a failed step:
+    // the event succeeds and says what to look at; Failed escalates.
+    let passed = report.overall_status != VerificationStatus::Failed;
+    let message = if report.overall_status == VerificationStatus::Passed {
         format!("{} applied and verified", event.spec.strategy)
+    } else if passed {
+        format!(
+            "{} applied; verification partial: {}",
+            event.spec.strategy,
+            report.recommendations.join(" ")
+        )
     } else {
         format!(
             "{} applied; verification failed: {}",
@@ -287,6 +288,71 @@ async fn verify(
     );
     write_status(events, &event.name_any(), status).await?;
     Ok(Action::await_change())
+}
+
+/// The seed's six checks (see `crate::verify`); they poll until the verification timeout.
+async fn run_verification(
+    ctx: &Context,
+    event: &RollbackEvent,
+    policy: &RollbackPolicy,
+    effective: &EffectiveSettings,
+    completed_at: Timestamp,
+    actions: &[crate::api::Action],
+) -> Result<VerificationReport, Error> {
+    let ns = event.namespace().unwrap_or_default();
+    let target = &policy.spec.target_ref.name;
+    let remediation = match remediation_for(policy, event.spec.strategy) {
+        Ok(r) => r,
+        Err(message) => return Err(Error::Invalid(message)),
+    };
+    // Signals are read from the policy's Prometheus; without one those checks are skipped.
+    let source = match evaluator::policy_endpoint(ctx, policy).await {
+        Ok(endpoint) => {
+            Some(PrometheusClient::new(&endpoint).map_err(|e| Error::Invalid(e.to_string()))?)
+        }
+        Err(error) => {
+            tracing::warn!(event = %event.name_any(), reason = error.reason, message = %error.message, "verifying without Prometheus");
+            None
+        }
+    };
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(target)
+        .await?;
+    let names: Vec<String> = match &deployment {
+        Some(d) => replica_sets
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|rs| {
+                rs.owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == d.metadata.uid.as_ref())
+            })
+            .map(|rs| rs.name_any())
+            .collect(),
+        None => vec![],
+    };
+    let pod_regex = crate::prometheus::pod_regex(&names);
+    let input = VerifyInput {
+        namespace: &ns,
+        target,
+        policy: &policy.spec,
+        effective,
+        remediation: &remediation,
+        completed_at,
+        expected_weights: crate::verify::expected_weights(actions),
+        pod_regex: pod_regex.as_deref(),
+        health_check_url: ctx.config.health_check_url.as_deref(),
+    };
+    let deps = VerifyDeps {
+        client: ctx.client.clone(),
+        metrics: source.as_ref(),
+        http: &ctx.http,
+        concurrency: ctx.config.verification_concurrency.max(1),
+    };
+    Ok(crate::verify::verify(&input, &deps).await)
 }
 
 /// Ends an event: phase, message, completion time and duration.

@@ -9,7 +9,6 @@ mod evaluator;
 mod event;
 pub(crate) mod health; // `signals` is shared with verification
 mod policy;
-mod verification;
 
 use std::sync::Arc;
 
@@ -36,6 +35,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Restricts the operator to one namespace when set.
     pub namespace: Option<String>,
+    /// For verification's HTTP checks (connections pooled across events).
+    pub http: reqwest::Client,
 }
 
 /// Errors of a reconciliation; each is retried by the controller's error policy.
@@ -47,6 +48,8 @@ pub enum Error {
     MissingField(&'static str),
     #[error("serializing status: {0}")]
     Serialization(#[from] serde_json::Error),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Error {
@@ -56,6 +59,7 @@ impl Error {
             Error::Kube(_) => "Kube",
             Error::MissingField(_) => "MissingField",
             Error::Serialization(_) => "Serialization",
+            Error::Invalid(_) => "Invalid",
         }
     }
 }
@@ -110,6 +114,7 @@ pub async fn run(
         config,
         metrics,
         namespace,
+        http: reqwest::Client::new(),
     });
 
     let (events, event_store) = event::controller(ctx.clone(), shutdown.clone());

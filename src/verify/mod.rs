@@ -87,6 +87,32 @@ pub struct VerifyDeps<'a, S> {
     pub concurrency: usize,
 }
 
+/// Runs one check within the deadline and times it. A named async fn rather than a closure, so
+/// its future is provably Send for the controller.
+async fn timed(
+    deadline: Instant,
+    index: usize,
+    name: String,
+    category: CheckCategory,
+    job: BoxFuture<'_, crate::api::CheckResult>,
+) -> (usize, crate::api::CheckResult) {
+    let start = Instant::now();
+    let mut result = match tokio::time::timeout_at(deadline, job).await {
+        Ok(result) => result,
+        Err(_) => rules::result(
+            name,
+            category,
+            CheckStatus::Failed,
+            BTreeMap::from([(
+                rules::REASON.to_owned(),
+                "did not finish within the verification timeout".to_owned(),
+            )]),
+        ),
+    };
+    result.duration_ms = millis(start.elapsed());
+    (index, result)
+}
+
 /// Everything a check needs.
 struct Ctx<'a, S> {
     input: &'a VerifyInput<'a>,
@@ -149,28 +175,15 @@ pub async fn verify<S: MetricsSource + Sync>(
         Box::pin(checks::traffic(&ctx)),
     ));
 
-    let mut results: Vec<_> = futures::stream::iter(jobs.into_iter().enumerate().map(
-        |(i, (name, category, job))| async move {
-            let start = Instant::now();
-            let mut result = match tokio::time::timeout_at(ctx.deadline, job).await {
-                Ok(result) => result,
-                Err(_) => rules::result(
-                    name,
-                    category,
-                    CheckStatus::Failed,
-                    BTreeMap::from([(
-                        rules::REASON.to_owned(),
-                        "did not finish within the verification timeout".to_owned(),
-                    )]),
-                ),
-            };
-            result.duration_ms = millis(start.elapsed());
-            (i, result)
-        },
-    ))
-    .buffer_unordered(deps.concurrency.max(1))
-    .collect()
-    .await;
+    // Futures built in a loop, not a closure, so the whole verification is provably Send.
+    let mut timed_jobs = Vec::with_capacity(jobs.len());
+    for (i, (name, category, job)) in jobs.into_iter().enumerate() {
+        timed_jobs.push(timed(ctx.deadline, i, name, category, job));
+    }
+    let mut results: Vec<_> = futures::stream::iter(timed_jobs)
+        .buffer_unordered(deps.concurrency.max(1))
+        .collect()
+        .await;
     results.sort_by_key(|(i, _)| *i);
     let checks: Vec<_> = results.into_iter().map(|(_, r)| r).collect();
 
