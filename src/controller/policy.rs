@@ -357,6 +357,8 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
     )
     .await?;
 
+    prune_history(ctx, &policy, &pctx.events).await;
+
     let changed = previous_ready
         .as_ref()
         .is_none_or(|c| c.reason != verdict.reason || (c.status == "True") != verdict.ready);
@@ -562,6 +564,20 @@ async fn create_event(
         }
         Err(e) => return Err(e.into()),
     }
+    // The failed step points at its escalation (a field of its own, under this manager).
+    if let Some(failed) = &event.spec.escalated_from {
+        let link = json!({
+            "apiVersion": RollbackEvent::api_version(&()),
+            "kind": RollbackEvent::kind(&()),
+            "status": {"escalatedTo": name},
+        });
+        api.patch_status(
+            failed,
+            &PatchParams::apply(POLICY_MANAGER),
+            &Patch::Apply(link),
+        )
+        .await?;
+    }
     tracing::warn!(policy = %policy.name_any(), namespace = %ns, event = %name, strategy = %action.strategy,
         dry_run = action.dry_run, reason = %action.reason, "remediation decided");
     Ok(name)
@@ -590,6 +606,44 @@ fn short_reason(action: &Remediate, assessment: &assess::Assessment) -> String {
 fn round(v: f64) -> String {
     let s = format!("{v:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Finished events of the policy beyond its historyLimit, oldest first (pure).
+pub fn beyond_history(
+    policy: &str,
+    events: &[Arc<RollbackEvent>],
+    limit: u32,
+) -> Vec<Arc<RollbackEvent>> {
+    let mut finished: Vec<_> = events
+        .iter()
+        .filter(|e| e.spec.policy_ref.name == policy)
+        .filter(|e| e.status.as_ref().is_some_and(|s| s.phase.is_finished()))
+        .cloned()
+        .collect();
+    finished.sort_by_key(|e| (e.creation_timestamp(), e.name_any()));
+    let excess = finished.len().saturating_sub(limit as usize);
+    finished.truncate(excess);
+    finished
+}
+
+/// Deletes finished RollbackEvents beyond the policy's historyLimit. Best effort: a failure is
+/// logged and retried at the next reconcile.
+async fn prune_history(ctx: &Context, policy: &RollbackPolicy, events: &Store<RollbackEvent>) {
+    let ns = policy.namespace().unwrap_or_default();
+    let own: Vec<_> = events
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(ns.as_str()))
+        .collect();
+    let api: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    for old in beyond_history(&policy.name_any(), &own, policy.spec.history_limit) {
+        let name = old.name_any();
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => tracing::info!(event = %name, namespace = %ns, "pruned beyond historyLimit"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(error) => tracing::warn!(event = %name, %error, "pruning an old event"),
+        }
+    }
 }
 
 /// The namespace carries the freeze annotation.
@@ -734,6 +788,39 @@ mod tests {
         let all = vec![a.clone(), b.clone()];
         assert!(readiness(&a, true, &all, "app").ready);
         assert!(!readiness(&b, true, &all, "app").ready);
+    }
+
+    #[test]
+    fn history_keeps_the_newest_finished_events() {
+        use crate::api::{EventPhase, RollbackEventStatus};
+        let event = |name: &str, secs: i64, phase: Option<EventPhase>, policy: &str| {
+            let mut e: RollbackEvent = serde_json::from_value(serde_json::json!({
+                "apiVersion": "rollback.frys.io/v1alpha1", "kind": "RollbackEvent",
+                "metadata": {"name": name},
+                "spec": {"policyRef": {"name": policy}, "type": "Manual", "strategy": "VersionRollback", "reason": "r"}
+            }))
+            .unwrap();
+            e.metadata.creation_timestamp =
+                Some(Time(Timestamp::from_second(1_700_000_000 + secs).unwrap()));
+            e.status = phase.map(|phase| RollbackEventStatus {
+                phase,
+                ..Default::default()
+            });
+            Arc::new(e)
+        };
+        let events = vec![
+            event("e3", 3, Some(EventPhase::Failed), "web"),
+            event("e1", 1, Some(EventPhase::Succeeded), "web"),
+            event("e4", 4, Some(EventPhase::Executing), "web"),
+            event("e2", 2, Some(EventPhase::Skipped), "web"),
+            event("other", 0, Some(EventPhase::Succeeded), "api"),
+        ];
+        let names = |v: Vec<Arc<RollbackEvent>>| v.iter().map(|e| e.name_any()).collect::<Vec<_>>();
+        assert_eq!(names(beyond_history("web", &events, 1)), ["e1", "e2"]);
+        assert_eq!(
+            names(beyond_history("web", &events, 3)),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

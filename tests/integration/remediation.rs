@@ -151,6 +151,42 @@ spec:
     );
     eprintln!("{out}");
 
+    // Undo by annotation restores the template the rollback replaced, from the record alone.
+    let name = event.metadata.name.clone().unwrap();
+    let (ok, _, err) = kubectl(&[
+        "annotate",
+        "-n",
+        &ns,
+        "rbe",
+        &name,
+        "rollback.frys.io/undo=true",
+    ]);
+    assert!(ok, "{err}");
+    let undone = eventually("the undo recorded", TIMEOUT, || async {
+        let e = events.get(&name).await.ok()?;
+        let handled = !e
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("rollback.frys.io/undo"));
+        let s = e.status?;
+        (handled
+            && s.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("undone")))
+        .then_some(s)
+    })
+    .await;
+    assert!(
+        undone.actions.iter().all(|a| a.undone),
+        "{:?}",
+        undone.actions
+    );
+    assert_eq!(
+        image(&deployments.get("web").await.unwrap()),
+        "demo:v2-faulty"
+    );
+
     // The operator changed the template with a guarded JSON Patch, once.
     if env().request_log.is_some() {
         let patches = env()
