@@ -33,11 +33,14 @@ use super::{
 use crate::{
     api::{
         AlertLevel, EffectiveSettings, EventPhase, LastRollback, PolicyRef, RollbackEvent,
-        RollbackEventSpec, RollbackPolicy, RollbackPolicySpec, RollbackPolicyStatus, annotations,
+        RollbackEventSpec, RollbackPolicy, RollbackPolicySpec, RollbackPolicyStatus, StrategyKind,
+        annotations,
     },
     assess::{self, AssessInput},
     config,
-    decide::{self, ActiveStep, ClusterView, GuardSettings, PolicyState, Remediate, Tick},
+    decide::{
+        self, ActiveStep, ClusterView, GuardSettings, ManualRequest, PolicyState, Remediate, Tick,
+    },
     prometheus,
 };
 
@@ -322,6 +325,9 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
     status.effective = Some(effective.clone());
 
     let mut notes: Vec<(AlertLevel, &'static str, String)> = vec![];
+    if verdict.ready {
+        notes.extend(manual(&pctx, &policy, target.as_deref(), &effective, &mut status).await?);
+    }
     if verdict.ready && !suspended {
         // Only a new evaluation moves the engine: other triggers just refresh conditions.
         let last_evaluated = old_status
@@ -474,7 +480,14 @@ async fn step(
     state = decision.state.clone();
 
     if let Some(action) = &decision.action {
-        let event = create_event(ctx, policy, action, &assessment, status, &state).await?;
+        // Named after the incident and rung (each rung runs once per incident): a retry after a
+        // failed status write finds the event instead of creating a second one.
+        let at = state
+            .incident
+            .as_ref()
+            .map(|i| i.started_at)
+            .unwrap_or(evaluation.at);
+        let event = create_event(ctx, policy, action, Some(&assessment), status, at).await?;
         state.attach_event(&event);
         status.last_rollback = Some(LastRollback {
             event,
@@ -510,28 +523,22 @@ async fn step(
     Ok(notes)
 }
 
-/// Creates the RollbackEvent for a decided remediation. Its name is derived from the incident
-/// and the rung (each rung runs at most once per incident), so a retry after a failed status
-/// write finds the event instead of creating a second one.
+/// Creates the RollbackEvent for a decided remediation, named `<policy>-<strategy>-<at>`; an
+/// existing one of that name is taken as this one (a retried decision).
 async fn create_event(
     ctx: &Context,
     policy: &RollbackPolicy,
     action: &Remediate,
-    assessment: &assess::Assessment,
+    assessment: Option<&assess::Assessment>,
     status: &RollbackPolicyStatus,
-    state: &PolicyState,
+    at: Timestamp,
 ) -> Result<String, Error> {
     let ns = policy.namespace().unwrap_or_default();
-    let incident_start = state
-        .incident
-        .as_ref()
-        .map(|i| i.started_at.as_second())
-        .unwrap_or_else(|| Timestamp::now().as_second());
     let name = format!(
         "{}-{}-{}",
         policy.name_any(),
         action.strategy.as_str().to_lowercase(),
-        incident_start
+        at.as_second()
     );
     let escalated_from = action.escalated_from.and_then(|from| {
         status
@@ -548,9 +555,17 @@ async fn create_event(
             },
             type_: action.kind,
             strategy: action.strategy,
-            reason: short_reason(action, assessment),
-            assessment: Some(assessment.for_event()),
-            requested_by: Some("frys-rollback".into()),
+            reason: match assessment {
+                Some(a) if action.kind == crate::api::EventType::Automatic => {
+                    short_reason(action, a)
+                }
+                _ => action.reason.chars().take(256).collect(),
+            },
+            assessment: assessment.map(|a| a.for_event()),
+            requested_by: Some(match action.kind {
+                crate::api::EventType::Automatic => "frys-rollback".into(),
+                _ => "annotation".into(),
+            }),
             escalated_from,
         },
     );
@@ -581,6 +596,145 @@ async fn create_event(
     tracing::warn!(policy = %policy.name_any(), namespace = %ns, event = %name, strategy = %action.strategy,
         dry_run = action.dry_run, reason = %action.reason, "remediation decided");
     Ok(name)
+}
+
+/// A manual request in annotations: an emergency wins over a trigger. Err for a value that
+/// is not a strategy.
+pub fn manual_request(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<Result<ManualRequest, String>> {
+    if let Some(reason) = annotations.get(annotations::EMERGENCY) {
+        let reason = if reason.trim().is_empty() {
+            "emergency".to_string()
+        } else {
+            reason.clone()
+        };
+        return Some(Ok(ManualRequest::Emergency { reason }));
+    }
+    let value = annotations.get(annotations::TRIGGER)?;
+    Some(
+        value
+            .parse::<StrategyKind>()
+            .map(|strategy| ManualRequest::Trigger {
+                strategy,
+                reason: annotations.get(annotations::REASON).cloned(),
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// Handles a manual request annotated on the policy or its target Deployment: decides it with
+/// the engine, creates its event, and removes the annotations once the request is settled.
+async fn manual(
+    pctx: &PolicyContext,
+    policy: &RollbackPolicy,
+    target: Option<&Deployment>,
+    effective: &EffectiveSettings,
+    status: &mut RollbackPolicyStatus,
+) -> Result<Vec<(AlertLevel, &'static str, String)>, Error> {
+    let ctx = &pctx.shared;
+    let ns = policy.namespace().unwrap_or_default();
+    let mut notes = vec![];
+    let sources: [(&str, Option<&std::collections::BTreeMap<String, String>>); 2] = [
+        ("RollbackPolicy", policy.metadata.annotations.as_ref()),
+        (
+            "Deployment",
+            target.and_then(|d| d.metadata.annotations.as_ref()),
+        ),
+    ];
+    for (kind, annotations) in sources {
+        let Some(request) = annotations.and_then(manual_request) else {
+            continue;
+        };
+        let consumed = match request {
+            Err(message) => {
+                notes.push((
+                    AlertLevel::Warning,
+                    "InvalidTrigger",
+                    format!("{kind} annotation {}: {message}", annotations::TRIGGER),
+                ));
+                true
+            }
+            Ok(request) => {
+                let Ok((_, settings)) = decide::from_policy(&policy.spec, effective) else {
+                    return Ok(notes);
+                };
+                let state = PolicyState::from_status(status);
+                let own: Vec<_> = pctx
+                    .events
+                    .state()
+                    .into_iter()
+                    .filter(|e| e.namespace().as_deref() == Some(ns.as_str()))
+                    .collect();
+                let busy = health::busy_event(&policy.name_any(), &own, None);
+                let now = Timestamp::now();
+                let decision = decide::decide_manual(&state, &request, &settings, None, busy, now);
+                let state = decision.state.clone();
+                if let Some(action) = &decision.action {
+                    let event = create_event(ctx, policy, action, None, status, now).await?;
+                    status.last_rollback = Some(LastRollback {
+                        event: event.clone(),
+                        strategy: action.strategy,
+                        phase: EventPhase::Pending,
+                        time: Time(now),
+                    });
+                    notes.push((
+                        AlertLevel::Warning,
+                        "ManualRemediation",
+                        format!(
+                            "{:?} {} requested on the {kind}: event {event}",
+                            action.kind, action.strategy
+                        ),
+                    ));
+                }
+                state.write_to(status);
+                notes.extend(
+                    decision
+                        .alerts
+                        .iter()
+                        .map(|a| (a.level, a.code, a.message.clone())),
+                );
+                if decision.action.is_none() {
+                    notes.push((
+                        AlertLevel::Info,
+                        decision.explanation.reason.code(),
+                        decision.explanation.message.clone(),
+                    ));
+                }
+                decision.consumed
+            }
+        };
+        if consumed {
+            remove_request(ctx, kind, &ns, policy, target).await?;
+        }
+    }
+    Ok(notes)
+}
+
+/// Removes the request annotations from the object that carried them.
+async fn remove_request(
+    ctx: &Context,
+    kind: &str,
+    ns: &str,
+    policy: &RollbackPolicy,
+    target: Option<&Deployment>,
+) -> Result<(), Error> {
+    let patch = Patch::Merge(json!({"metadata": {"annotations": {
+        annotations::TRIGGER: null, annotations::REASON: null, annotations::EMERGENCY: null
+    }}}));
+    let params = PatchParams::default();
+    if kind == "Deployment" {
+        if let Some(d) = target {
+            Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+                .patch(&d.name_any(), &params, &patch)
+                .await?;
+        }
+    } else {
+        Api::<RollbackPolicy>::namespaced(ctx.client.clone(), ns)
+            .patch(&policy.name_any(), &params, &patch)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A reason short enough for the REASON column: the incident class and the worst breach, e.g.

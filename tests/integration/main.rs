@@ -9,4 +9,5 @@ mod remediation;
 mod simulator;
 mod support;
 mod tooling;
+mod triggers;
 mod verify;
