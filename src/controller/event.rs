@@ -213,7 +213,10 @@ async fn execute(
         }
         write_status(&events, &name, status).await?;
         match tokio::time::timeout_at(deadline, cluster.execute(&plan)).await {
-            Ok(Ok(actions)) => status.actions = actions,
+            Ok(Ok(actions)) => {
+                failpoint("abort-after-apply");
+                status.actions = actions;
+            }
             Ok(Err(ApplyError { actions, error })) => {
                 tracing::error!(event = %name, namespace = %ns, %strategy, %error, "remediation failed");
                 status.actions = actions;
@@ -228,6 +231,13 @@ async fn execute(
                 finish(status, EventPhase::Failed, timed_out());
                 return Ok(());
             }
+        }
+    }
+    if plan.is_noop() && resumed {
+        // Resumed after a crash between applying and recording: the changes are in place
+        // (the plan finds nothing to do), so the recorded actions stand.
+        for action in status.actions.iter_mut().filter(|a| a.applied_at.is_none()) {
+            action.applied_at = Some(Time(Timestamp::now()));
         }
     }
     tracing::info!(event = %name, namespace = %ns, %strategy, summary = %plan.summary, "applied");
@@ -407,6 +417,15 @@ async fn undo(
         .patch(&name, &PatchParams::default(), &Patch::Merge(remove))
         .await?;
     Ok(Action::await_change())
+}
+
+/// Test-only crash points: `FRYS_FAILPOINT=<name>` aborts the process there, so tests can
+/// show that a restarted operator resumes without repeating work. Unset in production.
+fn failpoint(name: &str) {
+    if std::env::var("FRYS_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::error!(failpoint = name, "failpoint reached: aborting (test only)");
+        std::process::abort();
+    }
 }
 
 /// Ends an event: phase, message, completion time and duration.
