@@ -32,9 +32,9 @@ use super::{
 };
 use crate::{
     api::{
-        AlertLevel, EffectiveSettings, EventPhase, LastRollback, PolicyRef, RollbackEvent,
-        RollbackEventSpec, RollbackPolicy, RollbackPolicySpec, RollbackPolicyStatus, StrategyKind,
-        annotations,
+        AlertLevel, EffectiveSettings, EventPhase, LastRollback, OnDelete, PolicyRef,
+        RollbackEvent, RollbackEventSpec, RollbackPolicy, RollbackPolicySpec, RollbackPolicyStatus,
+        StrategyKind, annotations,
     },
     assess::{self, AssessInput},
     config,
@@ -278,6 +278,20 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = policy.name_any();
     ctx.metrics.policies.set(pctx.policies.state().len() as i64);
+
+    // Deletion: apply onDelete, then let the policy go.
+    if policy.metadata.deletion_timestamp.is_some() {
+        if policy.finalizers().iter().any(|f| f == FINALIZER) {
+            if policy.spec.on_delete == OnDelete::Restore {
+                restore_all(ctx, &policy, &pctx.events).await;
+            }
+            set_finalizer(ctx, &policy, false).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if !policy.finalizers().iter().any(|f| f == FINALIZER) {
+        set_finalizer(ctx, &policy, true).await?;
+    }
 
     let effective = config::effective(&policy.spec, &ctx.config);
     let workload_label = effective.workload_label.clone().unwrap_or_default();
@@ -796,6 +810,69 @@ async fn prune_history(ctx: &Context, policy: &RollbackPolicy, events: &Store<Ro
             Ok(_) => tracing::info!(event = %name, namespace = %ns, "pruned beyond historyLimit"),
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(error) => tracing::warn!(event = %name, %error, "pruning an old event"),
+        }
+    }
+}
+
+/// Finalizer that lets the operator apply `onDelete` before a policy goes away.
+pub const FINALIZER: &str = "rollback.frys.io/on-delete";
+
+/// Adds or removes the finalizer (a JSON Patch guarded by the list as read).
+async fn set_finalizer(ctx: &Context, policy: &RollbackPolicy, present: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = policy.finalizers().to_vec();
+    finalizers.retain(|f| f != FINALIZER);
+    if present {
+        finalizers.push(FINALIZER.into());
+    }
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": policy.resource_version()}});
+    let api: Api<RollbackPolicy> =
+        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    match api
+        .patch(
+            &policy.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `onDelete: Restore`: undoes every remediation of the policy still in effect, newest first.
+/// A refused undo (the object changed since) is logged and left as it is: the person or tool
+/// that changed it owns it now.
+async fn restore_all(ctx: &Context, policy: &RollbackPolicy, events: &Store<RollbackEvent>) {
+    let ns = policy.namespace().unwrap_or_default();
+    let mut own: Vec<_> = events
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|e| e.spec.policy_ref.name == policy.name_any())
+        .collect();
+    own.sort_by_key(|e| std::cmp::Reverse((e.creation_timestamp(), e.name_any())));
+    let cluster = crate::strategy::Cluster::new(ctx.client.clone(), &ns);
+    for event in own {
+        let Some(status) = &event.status else {
+            continue;
+        };
+        if status
+            .actions
+            .iter()
+            .all(|a| a.undone || a.applied_at.is_none())
+        {
+            continue;
+        }
+        let name = event.name_any();
+        match crate::strategy::undo(&cluster, &status.actions, false).await {
+            Ok(_) => {
+                tracing::warn!(event = %name, namespace = %ns, "restored on policy deletion (onDelete: Restore)")
+            }
+            Err(error) => {
+                tracing::error!(event = %name, namespace = %ns, %error, "could not restore on policy deletion")
+            }
         }
     }
 }

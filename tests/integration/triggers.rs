@@ -244,3 +244,43 @@ async fn an_emergency_on_the_deployment_scales_to_zero_pins_the_hpa_and_undoes()
     })
     .await;
 }
+
+#[tokio::test]
+async fn deleting_a_policy_with_on_delete_restore_undoes_its_remediations() {
+    let Some((client, ns, _operator)) = setup("tr-ondelete").await else {
+        return;
+    };
+    let (ok, _, err) = kubectl_apply(
+        &ns,
+        &POLICY.replace(
+            "  cooldown: 10m\n",
+            "  cooldown: 10m\n  onDelete: Restore\n",
+        ),
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl(&[
+        "annotate",
+        "-n",
+        &ns,
+        "rbp",
+        "web",
+        "rollback.frys.io/emergency=drill",
+    ]);
+    assert!(ok, "{err}");
+    let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
+    finished_events(&events, 1).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(
+        deployments.get("web").await.unwrap().spec.unwrap().replicas,
+        Some(0)
+    );
+
+    let (ok, _, err) = kubectl(&["delete", "-n", &ns, "rbp", "web", "--wait=false"]);
+    assert!(ok, "{err}");
+    eventually("replicas restored and the policy gone", TIMEOUT, || async {
+        let replicas = deployments.get("web").await.ok()?.spec?.replicas;
+        let gone = !kubectl(&["get", "-n", &ns, "rbp", "web"]).0;
+        (replicas == Some(2) && gone).then_some(())
+    })
+    .await;
+}
