@@ -225,6 +225,16 @@ async fn a_crash_after_applying_resumes_without_repeating() {
         .create(&PostParams::default(), &deployment("web", "demo:v1"))
         .await
         .unwrap();
+    // Revision 1 must exist before the template changes, or there is no earlier revision.
+    eventually("revision 1", TIMEOUT, || async {
+        let d = deployments.get("web").await.ok()?;
+        (d.metadata
+            .annotations?
+            .get("deployment.kubernetes.io/revision")?
+            == "1")
+            .then_some(())
+    })
+    .await;
     deployments
         .patch(
             "web",

@@ -67,6 +67,16 @@ async fn a_trigger_on_the_policy_runs_once() {
         return;
     };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    // Revision 1 must exist before the template changes, or there is no earlier revision.
+    eventually("revision 1", TIMEOUT, || async {
+        let d = deployments.get("web").await.ok()?;
+        (d.metadata
+            .annotations?
+            .get("deployment.kubernetes.io/revision")?
+            == "1")
+            .then_some(())
+    })
+    .await;
     // A second revision, healthy: a person still wants to go back.
     deployments
         .patch(
