@@ -266,10 +266,10 @@ fn evaluable(policy: &RollbackPolicy) -> bool {
     let Some(status) = &policy.status else {
         return false;
     };
-    let ready = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+    // A rung with a missing reference is reported but does not stop monitoring.
+    let ready = status.conditions.iter().any(|c| {
+        c.type_ == "Ready" && (c.status == "True" || c.reason == super::policy::REFERENCE_MISSING)
+    });
     ready && !policy.spec.suspend && status.observed_generation == policy.metadata.generation
 }
 

@@ -303,7 +303,17 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .collect();
-    let verdict = readiness(&policy, target.is_some(), &others, &workload_label);
+    let mut verdict = readiness(&policy, target.is_some(), &others, &workload_label);
+    if verdict.ready {
+        let missing = missing_references(ctx, &policy, &pctx, target.as_deref()).await;
+        if !missing.is_empty() {
+            verdict = Readiness {
+                ready: false,
+                reason: REFERENCE_MISSING,
+                message: missing.join("; "),
+            };
+        }
+    }
 
     let old_status = policy.status.clone().unwrap_or_default();
     let mut status = old_status.clone();
@@ -339,10 +349,12 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
     status.effective = Some(effective.clone());
 
     let mut notes: Vec<(AlertLevel, &'static str, String)> = vec![];
-    if verdict.ready {
+    // A missing rung reference is reported, but does not stop monitoring or the other rungs.
+    let usable = verdict.ready || verdict.reason == REFERENCE_MISSING;
+    if usable {
         notes.extend(manual(&pctx, &policy, target.as_deref(), &effective, &mut status).await?);
     }
-    if verdict.ready && !suspended {
+    if usable && !suspended {
         // Only a new evaluation moves the engine: other triggers just refresh conditions.
         let last_evaluated = old_status
             .health
@@ -469,7 +481,12 @@ async fn step(
         Some(ActiveStep::Event(e)) => Some(e.clone()),
         _ => None,
     });
-    let ack = policy.annotations().get(annotations::ACK).cloned();
+    // An acknowledgement may be annotated on the policy or on its Deployment.
+    let ack = policy
+        .annotations()
+        .get(annotations::ACK)
+        .or_else(|| target.and_then(|d| d.annotations().get(annotations::ACK)))
+        .cloned();
     let tick = Tick {
         assessment: &assessment,
         now: evaluation.at,
@@ -812,6 +829,84 @@ async fn prune_history(ctx: &Context, policy: &RollbackPolicy, events: &Store<Ro
             Err(error) => tracing::warn!(event = %name, %error, "pruning an old event"),
         }
     }
+}
+
+/// Ready reason for a rung whose objects are missing; the policy is still evaluated.
+pub const REFERENCE_MISSING: &str = "RungReferenceMissing";
+
+/// The objects the ladder's rungs name that do not exist: routes, Services, the standby
+/// Deployment, the revision `toRevision` asks for.
+async fn missing_references(
+    ctx: &Context,
+    policy: &RollbackPolicy,
+    pctx: &PolicyContext,
+    target: Option<&Deployment>,
+) -> Vec<String> {
+    use crate::strategy::Kind;
+    let ns = policy.namespace().unwrap_or_default();
+    let mut wanted: Vec<(StrategyKind, Kind, String)> = vec![];
+    let mut missing = vec![];
+    let route = |r: &crate::api::RouteRef| match (&r.http_route, &r.virtual_service) {
+        (Some(name), _) => Some((Kind::HttpRoute, name.clone())),
+        (None, Some(name)) => Some((Kind::VirtualService, name.clone())),
+        _ => None,
+    };
+    for rung in &policy.spec.strategies {
+        let kind = rung.type_;
+        if let Some(cb) = &rung.circuit_breaker {
+            wanted.extend(route(&cb.route).map(|(k, n)| (kind, k, n)));
+        }
+        if let Some(ts) = &rung.traffic_shifting {
+            wanted.extend(route(&ts.route).map(|(k, n)| (kind, k, n)));
+        }
+        if let Some(cut) = rung
+            .emergency_shutdown
+            .as_ref()
+            .and_then(|e| e.cut_traffic.as_ref())
+        {
+            wanted.extend(route(cut).map(|(k, n)| (kind, k, n)));
+        }
+        if let Some(es) = &rung.environment_switch {
+            wanted.push((kind, Kind::Service, es.service.clone()));
+            let standby = ObjectRef::<Deployment>::new(&es.standby_ref).within(&ns);
+            if pctx.deployments.get(&standby).is_none() {
+                missing.push(format!(
+                    "{kind}: standby Deployment {} not found",
+                    es.standby_ref
+                ));
+            }
+        }
+        if let (Some(to), Some(d)) = (
+            rung.version_rollback.as_ref().and_then(|v| v.to_revision),
+            target,
+        ) {
+            let revisions: Vec<i64> = evaluator::owned_replica_sets(&pctx.replica_sets, d)
+                .iter()
+                .map(|rs| evaluator::revision(rs))
+                .collect();
+            if !revisions.contains(&to) {
+                missing.push(format!(
+                    "{kind}: revision {to} not in the Deployment's history {revisions:?}"
+                ));
+            }
+        }
+    }
+    for (strategy, kind, name) in wanted {
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &ns, &kind.api_resource());
+        match api.get_opt(&name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => missing.push(format!("{strategy}: {} {name} not found", kind.as_str())),
+            // An API without the kind (e.g. no Gateway API CRDs installed) answers 404 too.
+            Err(kube::Error::Api(e)) if e.code == 404 => missing.push(format!(
+                "{strategy}: {} {name} not found ({} not served)",
+                kind.as_str(),
+                kind.api_version()
+            )),
+            Err(error) => tracing::warn!(%error, "checking {} {name}", kind.as_str()),
+        }
+    }
+    missing
 }
 
 /// Finalizer that lets the operator apply `onDelete` before a policy goes away.

@@ -86,6 +86,36 @@ spec:
     })
     .await;
 
+    // The lighter rungs name objects this namespace lacks: reported, monitoring goes on.
+    let ready = policies
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "RungReferenceMissing")
+    );
+    assert!(
+        ready
+            .message
+            .contains("EnvironmentSwitch: standby Deployment web-blue not found"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        ready
+            .message
+            .contains("TrafficShifting: HTTPRoute web not found"),
+        "{}",
+        ready.message
+    );
+
     // The bad release.
     let released = Instant::now();
     deployments
