@@ -357,3 +357,185 @@ async fn a_crash_after_applying_resumes_without_repeating() {
         );
     }
 }
+
+/// A fault a rollback cannot fix (an app-wide fault, not the release): the rollback fails
+/// verification, the engine escalates to the next rung (a second event linked to the first),
+/// attempts run out, the incident fails and holds until a person acknowledges.
+#[tokio::test]
+async fn failed_verification_escalates_then_holds_until_ack() {
+    if !support::require_simulator("failed_verification_escalates_then_holds_until_ack") {
+        return;
+    }
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    let ns = support::namespace(&client, "rm-escalate").await;
+    let _operator = Operator::start(&ns, &[]).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let colored = |name: &str, color: &str, image: &str| -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web", "color": color}},
+                     "template": {"metadata": {"labels": {"app": "web", "color": color}},
+                                  "spec": {"containers": [{"name": "app", "image": image, "ports": [{"containerPort": 8080}]}]}}}
+        }))
+        .unwrap()
+    };
+    deployments
+        .create(&PostParams::default(), &colored("web", "green", "demo:v1"))
+        .await
+        .unwrap();
+    deployments
+        .create(
+            &PostParams::default(),
+            &colored("web-blue", "blue", "demo:v1"),
+        )
+        .await
+        .unwrap();
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web", "color": "green"}, "ports": [{"port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    eventually("revision 1", TIMEOUT, || async {
+        let d = deployments.get("web").await.ok()?;
+        (d.metadata
+            .annotations?
+            .get("deployment.kubernetes.io/revision")?
+            == "1")
+            .then_some(())
+    })
+    .await;
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "demo:v2"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let policy = r#"
+apiVersion: rollback.frys.io/v1alpha1
+kind: RollbackPolicy
+metadata: {name: web}
+spec:
+  targetRef: {name: web}
+  interval: 1s
+  rateWindow: 5s
+  consecutiveFailures: 2
+  cooldown: 10m
+  maxRollbackAttempts: 2
+  metrics:
+    - {name: errors, preset: errorRate, warning: 0.02, critical: 0.05}
+  strategies:
+    - type: VersionRollback
+    - type: EnvironmentSwitch
+      environmentSwitch: {service: web, selectorKey: color, activeValue: green, standbyValue: blue, standbyRef: web-blue}
+  verification: {stabilizationDelay: 1s, timeout: 8s, consecutivePasses: 1}
+"#;
+    let (ok, _, err) = kubectl_apply(&ns, policy);
+    assert!(ok, "{err}");
+    let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
+    eventually("healthy on revision 2", TIMEOUT, || async {
+        let p = policies.get("web").await.ok()?;
+        let healthy = p
+            .status?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Healthy" && c.status == "True");
+        healthy.then_some(())
+    })
+    .await;
+
+    // Every pod of the app fails, whatever its image.
+    support::sim::inject(json!({"namespace": ns, "app": "web", "errorRate": 0.5})).await;
+
+    let status = eventually("the incident failed", TIMEOUT, || async {
+        let s = policies.get("web").await.ok()?.status?;
+        s.incident.as_ref().is_some_and(|i| i.failed).then_some(s)
+    })
+    .await;
+    let incident = status.incident.unwrap();
+    assert_eq!(
+        incident.tried,
+        [
+            StrategyKind::VersionRollback,
+            StrategyKind::EnvironmentSwitch
+        ]
+    );
+    assert_eq!(incident.attempts, 2);
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.reason, "IncidentFailed", "{degraded:?}");
+
+    // The two events, linked: the failed rollback points at the escalation and back.
+    let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
+    let list = events.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(list.len(), 2, "{list:?}");
+    let rollback = list
+        .iter()
+        .find(|e| e.spec.strategy == StrategyKind::VersionRollback)
+        .unwrap();
+    let switch = list
+        .iter()
+        .find(|e| e.spec.strategy == StrategyKind::EnvironmentSwitch)
+        .unwrap();
+    let rollback_status = rollback.status.as_ref().unwrap();
+    assert_eq!(
+        rollback_status.phase,
+        EventPhase::Failed,
+        "{rollback_status:?}"
+    );
+    assert_eq!(
+        rollback_status
+            .verification
+            .as_ref()
+            .unwrap()
+            .overall_status,
+        VerificationStatus::Failed
+    );
+    assert_eq!(
+        rollback_status.escalated_to.as_deref(),
+        switch.metadata.name.as_deref()
+    );
+    assert_eq!(
+        switch.spec.escalated_from.as_deref(),
+        rollback.metadata.name.as_deref()
+    );
+
+    // Held: no third event while the incident is failed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+
+    // A person acknowledges: the hold is released.
+    let (ok, _, err) = kubectl(&[
+        "annotate",
+        "-n",
+        &ns,
+        "rbp",
+        "web",
+        "rollback.frys.io/ack=oncall-1",
+    ]);
+    assert!(ok, "{err}");
+    eventually("the ack consumed", TIMEOUT, || async {
+        let s = policies.get("web").await.ok()?.status?;
+        let released = s.incident.as_ref().is_none_or(|i| !i.failed);
+        (s.acknowledged.as_deref() == Some("oncall-1") && released).then_some(())
+    })
+    .await;
+    support::sim::clear(&ns, "web").await;
+}
