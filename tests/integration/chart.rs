@@ -167,10 +167,7 @@ fn grants<'a>(roles: impl IntoIterator<Item = &'a Value>) -> Vec<Grant> {
             for g in strings(&rule["apiGroups"]) {
                 for r in strings(&rule["resources"]) {
                     for v in strings(&rule["verbs"]) {
-                        assert!(
-                            g != "*" && r != "*" && v != "*",
-                            "wildcard in rule {rule}"
-                        );
+                        assert!(g != "*" && r != "*" && v != "*", "wildcard in rule {rule}");
                         out.push((g.clone(), r.clone(), v, names.clone()));
                     }
                 }
@@ -192,7 +189,10 @@ fn request_key(r: &Value) -> (String, String, String, String) {
     (s("apiGroup"), resource, s("verb"), s("name"))
 }
 
-fn allows(grants: &[Grant], (group, resource, verb, name): &(String, String, String, String)) -> bool {
+fn allows(
+    grants: &[Grant],
+    (group, resource, verb, name): &(String, String, String, String),
+) -> bool {
     grants.iter().any(|(g, r, v, names)| {
         g == group && r == resource && v == verb && (names.is_empty() || names.contains(name))
     })
@@ -341,6 +341,19 @@ async fn chart_lints_and_renders() {
     <frys_rollback::cli::Cli as clap::Parser>::try_parse_from(&run)
         .unwrap_or_else(|e| panic!("the chart's settings do not parse: {e}"));
 
+    // deploy/frys-rollback.yaml is the chart rendered with its defaults (plus the Namespace).
+    let (ok, rendered, err) = helm(&["template", "frys-rollback", &chart, "-n", "frys-system"]);
+    assert!(ok, "{err}");
+    let plain = std::fs::read_to_string(repo_root().join("deploy/frys-rollback.yaml")).unwrap();
+    let plain: Vec<Value> = parse_yaml(&plain)
+        .into_iter()
+        .filter(|o| o["kind"] != "Namespace")
+        .collect();
+    assert!(
+        plain == parse_yaml(&rendered),
+        "deploy/frys-rollback.yaml differs from the chart: regenerate it (see its header)"
+    );
+
     // One namespace: a Role there, --namespace, and only that Namespace readable cluster-wide.
     let objects = render(&["watchNamespace=shop", "crds.install=false"]);
     assert_eq!(
@@ -369,7 +382,8 @@ async fn chart_lints_and_renders() {
             vec!["shop".to_owned()]
         )]
     );
-    let args = &find(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"];
+    let args =
+        &find(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"];
     assert_eq!(args, &json!(["run", "--namespace", "shop"]));
 
     // The optional objects.
@@ -477,6 +491,29 @@ async fn chart_installs_every_object() {
     ]);
     assert!(ok);
     assert_eq!(out, "true");
+
+    // The example policies are valid for the API server (strict field validation).
+    support::install_crds(&client).await;
+    let examples = repo_root().join("deploy/examples");
+    let mut files: Vec<_> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "one example per strategy: {files:?}");
+    for file in files {
+        let file = file.to_string_lossy().into_owned();
+        let (ok, _, err) = kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "--validate=strict",
+            "-n",
+            &ns,
+            "-f",
+            &file,
+        ]);
+        assert!(ok && err.is_empty(), "{file}: {err}");
+    }
 
     for release in ["frys-rollback", "frys-ns"] {
         let (ok, _, err) = helm(&["uninstall", release, "-n", &ns]);
