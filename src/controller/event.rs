@@ -22,11 +22,12 @@ use super::{Context, EVENT_MANAGER, Error, Shutdown, evaluator, scoped_api};
 use crate::{
     api::{
         EffectiveSettings, EventPhase, EventType, RollbackEvent, RollbackEventStatus,
-        RollbackPolicy, StrategyKind, VerificationReport, VerificationStatus, duration,
+        RollbackPolicy, StrategyKind, VerificationReport, VerificationStatus, annotations,
+        duration,
     },
     config,
     prometheus::PrometheusClient,
-    strategy::{ApplyError, Cluster, Remediation},
+    strategy::{self, ApplyError, Cluster, Remediation},
     verify::{VerifyDeps, VerifyInput},
 };
 
@@ -64,7 +65,9 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = event.name_any();
-    if event.status.as_ref().is_some_and(|s| s.phase.is_finished()) {
+    if event.status.as_ref().is_some_and(|s| s.phase.is_finished())
+        && !event.annotations().contains_key(annotations::UNDO)
+    {
         return Ok(Action::await_change());
     }
     // A phase machine must act on the latest status, not on a cache that may not have seen its
@@ -75,6 +78,9 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
     };
     let mut status = event.status.clone().unwrap_or_default();
     let phase = event.status.as_ref().map(|s| s.phase);
+    if let Some(value) = event.annotations().get(annotations::UNDO).cloned() {
+        return undo(&ctx, &event, &events, &mut status, &value).await;
+    }
     if phase.is_some_and(EventPhase::is_finished) {
         return Ok(Action::await_change());
     }
@@ -207,7 +213,10 @@ async fn execute(
         }
         write_status(&events, &name, status).await?;
         match tokio::time::timeout_at(deadline, cluster.execute(&plan)).await {
-            Ok(Ok(actions)) => status.actions = actions,
+            Ok(Ok(actions)) => {
+                failpoint("abort-after-apply");
+                status.actions = actions;
+            }
             Ok(Err(ApplyError { actions, error })) => {
                 tracing::error!(event = %name, namespace = %ns, %strategy, %error, "remediation failed");
                 status.actions = actions;
@@ -222,6 +231,13 @@ async fn execute(
                 finish(status, EventPhase::Failed, timed_out());
                 return Ok(());
             }
+        }
+    }
+    if plan.is_noop() && resumed {
+        // Resumed after a crash between applying and recording: the changes are in place
+        // (the plan finds nothing to do), so the recorded actions stand.
+        for action in status.actions.iter_mut().filter(|a| a.applied_at.is_none()) {
+            action.applied_at = Some(Time(Timestamp::now()));
         }
     }
     tracing::info!(event = %name, namespace = %ns, %strategy, summary = %plan.summary, "applied");
@@ -353,6 +369,63 @@ async fn run_verification(
         concurrency: ctx.config.verification_concurrency.max(1),
     };
     Ok(crate::verify::verify(&input, &deps).await)
+}
+
+/// `rollback.frys.io/undo=true|force` on a finished event: restores the state its actions
+/// recorded, last first. Without `force` it refuses when an object changed since (a person or a
+/// GitOps tool may have fixed things differently). The annotation is removed once handled.
+async fn undo(
+    ctx: &Context,
+    event: &RollbackEvent,
+    events: &Api<RollbackEvent>,
+    status: &mut RollbackEventStatus,
+    value: &str,
+) -> Result<Action, Error> {
+    let name = event.name_any();
+    let ns = event.namespace().unwrap_or_default();
+    if !status.phase.is_finished() {
+        // Handled once the event has finished; the annotation stays until then.
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let message = match value {
+        "true" | "force" if status.actions.iter().all(|a| a.undone) => {
+            "undo: nothing to undo (no action, or all undone already)".to_string()
+        }
+        "true" | "force" => {
+            let cluster = Cluster::new(ctx.client.clone(), &ns);
+            match strategy::undo(&cluster, &status.actions, value == "force").await {
+                Ok(actions) => {
+                    status.actions = actions;
+                    tracing::warn!(event = %name, namespace = %ns, "undone");
+                    format!("undone: {} action(s) restored", status.actions.len())
+                }
+                Err(ApplyError { actions, error }) => {
+                    status.actions = actions;
+                    tracing::warn!(event = %name, namespace = %ns, %error, "undo refused");
+                    format!(
+                        "undo refused: {error} (annotate rollback.frys.io/undo=force to overwrite)"
+                    )
+                }
+            }
+        }
+        other => format!("undo: unknown value {other:?} (use true or force)"),
+    };
+    status.message = Some(message);
+    write_status(events, &name, status).await?;
+    let remove = json!({"metadata": {"annotations": {annotations::UNDO: null}}});
+    events
+        .patch(&name, &PatchParams::default(), &Patch::Merge(remove))
+        .await?;
+    Ok(Action::await_change())
+}
+
+/// Test-only crash points: `FRYS_FAILPOINT=<name>` aborts the process there, so tests can
+/// show that a restarted operator resumes without repeating work. Unset in production.
+fn failpoint(name: &str) {
+    if std::env::var("FRYS_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::error!(failpoint = name, "failpoint reached: aborting (test only)");
+        std::process::abort();
+    }
 }
 
 /// Ends an event: phase, message, completion time and duration.

@@ -32,12 +32,15 @@ use super::{
 };
 use crate::{
     api::{
-        AlertLevel, EffectiveSettings, EventPhase, LastRollback, PolicyRef, RollbackEvent,
-        RollbackEventSpec, RollbackPolicy, RollbackPolicySpec, RollbackPolicyStatus, annotations,
+        AlertLevel, EffectiveSettings, EventPhase, LastRollback, OnDelete, PolicyRef,
+        RollbackEvent, RollbackEventSpec, RollbackPolicy, RollbackPolicySpec, RollbackPolicyStatus,
+        StrategyKind, annotations,
     },
     assess::{self, AssessInput},
     config,
-    decide::{self, ActiveStep, ClusterView, GuardSettings, PolicyState, Remediate, Tick},
+    decide::{
+        self, ActiveStep, ClusterView, GuardSettings, ManualRequest, PolicyState, Remediate, Tick,
+    },
     prometheus,
 };
 
@@ -276,6 +279,20 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
     let name = policy.name_any();
     ctx.metrics.policies.set(pctx.policies.state().len() as i64);
 
+    // Deletion: apply onDelete, then let the policy go.
+    if policy.metadata.deletion_timestamp.is_some() {
+        if policy.finalizers().iter().any(|f| f == FINALIZER) {
+            if policy.spec.on_delete == OnDelete::Restore {
+                restore_all(ctx, &policy, &pctx.events).await;
+            }
+            set_finalizer(ctx, &policy, false).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if !policy.finalizers().iter().any(|f| f == FINALIZER) {
+        set_finalizer(ctx, &policy, true).await?;
+    }
+
     let effective = config::effective(&policy.spec, &ctx.config);
     let workload_label = effective.workload_label.clone().unwrap_or_default();
     let target_ref = ObjectRef::<Deployment>::new(&policy.spec.target_ref.name).within(&ns);
@@ -322,6 +339,9 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
     status.effective = Some(effective.clone());
 
     let mut notes: Vec<(AlertLevel, &'static str, String)> = vec![];
+    if verdict.ready {
+        notes.extend(manual(&pctx, &policy, target.as_deref(), &effective, &mut status).await?);
+    }
     if verdict.ready && !suspended {
         // Only a new evaluation moves the engine: other triggers just refresh conditions.
         let last_evaluated = old_status
@@ -356,6 +376,8 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
         &Patch::Apply(patch),
     )
     .await?;
+
+    prune_history(ctx, &policy, &pctx.events).await;
 
     let changed = previous_ready
         .as_ref()
@@ -472,7 +494,14 @@ async fn step(
     state = decision.state.clone();
 
     if let Some(action) = &decision.action {
-        let event = create_event(ctx, policy, action, &assessment, status, &state).await?;
+        // Named after the incident and rung (each rung runs once per incident): a retry after a
+        // failed status write finds the event instead of creating a second one.
+        let at = state
+            .incident
+            .as_ref()
+            .map(|i| i.started_at)
+            .unwrap_or(evaluation.at);
+        let event = create_event(ctx, policy, action, Some(&assessment), status, at).await?;
         state.attach_event(&event);
         status.last_rollback = Some(LastRollback {
             event,
@@ -508,28 +537,22 @@ async fn step(
     Ok(notes)
 }
 
-/// Creates the RollbackEvent for a decided remediation. Its name is derived from the incident
-/// and the rung (each rung runs at most once per incident), so a retry after a failed status
-/// write finds the event instead of creating a second one.
+/// Creates the RollbackEvent for a decided remediation, named `<policy>-<strategy>-<at>`; an
+/// existing one of that name is taken as this one (a retried decision).
 async fn create_event(
     ctx: &Context,
     policy: &RollbackPolicy,
     action: &Remediate,
-    assessment: &assess::Assessment,
+    assessment: Option<&assess::Assessment>,
     status: &RollbackPolicyStatus,
-    state: &PolicyState,
+    at: Timestamp,
 ) -> Result<String, Error> {
     let ns = policy.namespace().unwrap_or_default();
-    let incident_start = state
-        .incident
-        .as_ref()
-        .map(|i| i.started_at.as_second())
-        .unwrap_or_else(|| Timestamp::now().as_second());
     let name = format!(
         "{}-{}-{}",
         policy.name_any(),
         action.strategy.as_str().to_lowercase(),
-        incident_start
+        at.as_second()
     );
     let escalated_from = action.escalated_from.and_then(|from| {
         status
@@ -546,9 +569,17 @@ async fn create_event(
             },
             type_: action.kind,
             strategy: action.strategy,
-            reason: short_reason(action, assessment),
-            assessment: Some(assessment.for_event()),
-            requested_by: Some("frys-rollback".into()),
+            reason: match assessment {
+                Some(a) if action.kind == crate::api::EventType::Automatic => {
+                    short_reason(action, a)
+                }
+                _ => action.reason.chars().take(256).collect(),
+            },
+            assessment: assessment.map(|a| a.for_event()),
+            requested_by: Some(match action.kind {
+                crate::api::EventType::Automatic => "frys-rollback".into(),
+                _ => "annotation".into(),
+            }),
             escalated_from,
         },
     );
@@ -562,9 +593,162 @@ async fn create_event(
         }
         Err(e) => return Err(e.into()),
     }
+    // The failed step points at its escalation (a field of its own, under this manager).
+    if let Some(failed) = &event.spec.escalated_from {
+        let link = json!({
+            "apiVersion": RollbackEvent::api_version(&()),
+            "kind": RollbackEvent::kind(&()),
+            "status": {"escalatedTo": name},
+        });
+        api.patch_status(
+            failed,
+            &PatchParams::apply(POLICY_MANAGER),
+            &Patch::Apply(link),
+        )
+        .await?;
+    }
     tracing::warn!(policy = %policy.name_any(), namespace = %ns, event = %name, strategy = %action.strategy,
         dry_run = action.dry_run, reason = %action.reason, "remediation decided");
     Ok(name)
+}
+
+/// A manual request in annotations: an emergency wins over a trigger. Err for a value that
+/// is not a strategy.
+pub fn manual_request(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<Result<ManualRequest, String>> {
+    if let Some(reason) = annotations.get(annotations::EMERGENCY) {
+        let reason = if reason.trim().is_empty() {
+            "emergency".to_string()
+        } else {
+            reason.clone()
+        };
+        return Some(Ok(ManualRequest::Emergency { reason }));
+    }
+    let value = annotations.get(annotations::TRIGGER)?;
+    Some(
+        value
+            .parse::<StrategyKind>()
+            .map(|strategy| ManualRequest::Trigger {
+                strategy,
+                reason: annotations.get(annotations::REASON).cloned(),
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// Handles a manual request annotated on the policy or its target Deployment: decides it with
+/// the engine, creates its event, and removes the annotations once the request is settled.
+async fn manual(
+    pctx: &PolicyContext,
+    policy: &RollbackPolicy,
+    target: Option<&Deployment>,
+    effective: &EffectiveSettings,
+    status: &mut RollbackPolicyStatus,
+) -> Result<Vec<(AlertLevel, &'static str, String)>, Error> {
+    let ctx = &pctx.shared;
+    let ns = policy.namespace().unwrap_or_default();
+    let mut notes = vec![];
+    let sources: [(&str, Option<&std::collections::BTreeMap<String, String>>); 2] = [
+        ("RollbackPolicy", policy.metadata.annotations.as_ref()),
+        (
+            "Deployment",
+            target.and_then(|d| d.metadata.annotations.as_ref()),
+        ),
+    ];
+    for (kind, annotations) in sources {
+        let Some(request) = annotations.and_then(manual_request) else {
+            continue;
+        };
+        let consumed = match request {
+            Err(message) => {
+                notes.push((
+                    AlertLevel::Warning,
+                    "InvalidTrigger",
+                    format!("{kind} annotation {}: {message}", annotations::TRIGGER),
+                ));
+                true
+            }
+            Ok(request) => {
+                let Ok((_, settings)) = decide::from_policy(&policy.spec, effective) else {
+                    return Ok(notes);
+                };
+                let state = PolicyState::from_status(status);
+                let own: Vec<_> = pctx
+                    .events
+                    .state()
+                    .into_iter()
+                    .filter(|e| e.namespace().as_deref() == Some(ns.as_str()))
+                    .collect();
+                let busy = health::busy_event(&policy.name_any(), &own, None);
+                let now = Timestamp::now();
+                let decision = decide::decide_manual(&state, &request, &settings, None, busy, now);
+                let state = decision.state.clone();
+                if let Some(action) = &decision.action {
+                    let event = create_event(ctx, policy, action, None, status, now).await?;
+                    status.last_rollback = Some(LastRollback {
+                        event: event.clone(),
+                        strategy: action.strategy,
+                        phase: EventPhase::Pending,
+                        time: Time(now),
+                    });
+                    notes.push((
+                        AlertLevel::Warning,
+                        "ManualRemediation",
+                        format!(
+                            "{:?} {} requested on the {kind}: event {event}",
+                            action.kind, action.strategy
+                        ),
+                    ));
+                }
+                state.write_to(status);
+                notes.extend(
+                    decision
+                        .alerts
+                        .iter()
+                        .map(|a| (a.level, a.code, a.message.clone())),
+                );
+                if decision.action.is_none() {
+                    notes.push((
+                        AlertLevel::Info,
+                        decision.explanation.reason.code(),
+                        decision.explanation.message.clone(),
+                    ));
+                }
+                decision.consumed
+            }
+        };
+        if consumed {
+            remove_request(ctx, kind, &ns, policy, target).await?;
+        }
+    }
+    Ok(notes)
+}
+
+/// Removes the request annotations from the object that carried them.
+async fn remove_request(
+    ctx: &Context,
+    kind: &str,
+    ns: &str,
+    policy: &RollbackPolicy,
+    target: Option<&Deployment>,
+) -> Result<(), Error> {
+    let patch = Patch::Merge(json!({"metadata": {"annotations": {
+        annotations::TRIGGER: null, annotations::REASON: null, annotations::EMERGENCY: null
+    }}}));
+    let params = PatchParams::default();
+    if kind == "Deployment" {
+        if let Some(d) = target {
+            Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+                .patch(&d.name_any(), &params, &patch)
+                .await?;
+        }
+    } else {
+        Api::<RollbackPolicy>::namespaced(ctx.client.clone(), ns)
+            .patch(&policy.name_any(), &params, &patch)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A reason short enough for the REASON column: the incident class and the worst breach, e.g.
@@ -590,6 +774,107 @@ fn short_reason(action: &Remediate, assessment: &assess::Assessment) -> String {
 fn round(v: f64) -> String {
     let s = format!("{v:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Finished events of the policy beyond its historyLimit, oldest first (pure).
+pub fn beyond_history(
+    policy: &str,
+    events: &[Arc<RollbackEvent>],
+    limit: u32,
+) -> Vec<Arc<RollbackEvent>> {
+    let mut finished: Vec<_> = events
+        .iter()
+        .filter(|e| e.spec.policy_ref.name == policy)
+        .filter(|e| e.status.as_ref().is_some_and(|s| s.phase.is_finished()))
+        .cloned()
+        .collect();
+    finished.sort_by_key(|e| (e.creation_timestamp(), e.name_any()));
+    let excess = finished.len().saturating_sub(limit as usize);
+    finished.truncate(excess);
+    finished
+}
+
+/// Deletes finished RollbackEvents beyond the policy's historyLimit. Best effort: a failure is
+/// logged and retried at the next reconcile.
+async fn prune_history(ctx: &Context, policy: &RollbackPolicy, events: &Store<RollbackEvent>) {
+    let ns = policy.namespace().unwrap_or_default();
+    let own: Vec<_> = events
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(ns.as_str()))
+        .collect();
+    let api: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    for old in beyond_history(&policy.name_any(), &own, policy.spec.history_limit) {
+        let name = old.name_any();
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => tracing::info!(event = %name, namespace = %ns, "pruned beyond historyLimit"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(error) => tracing::warn!(event = %name, %error, "pruning an old event"),
+        }
+    }
+}
+
+/// Finalizer that lets the operator apply `onDelete` before a policy goes away.
+pub const FINALIZER: &str = "rollback.frys.io/on-delete";
+
+/// Adds or removes the finalizer (a JSON Patch guarded by the list as read).
+async fn set_finalizer(ctx: &Context, policy: &RollbackPolicy, present: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = policy.finalizers().to_vec();
+    finalizers.retain(|f| f != FINALIZER);
+    if present {
+        finalizers.push(FINALIZER.into());
+    }
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": policy.resource_version()}});
+    let api: Api<RollbackPolicy> =
+        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    match api
+        .patch(
+            &policy.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `onDelete: Restore`: undoes every remediation of the policy still in effect, newest first.
+/// A refused undo (the object changed since) is logged and left as it is: the person or tool
+/// that changed it owns it now.
+async fn restore_all(ctx: &Context, policy: &RollbackPolicy, events: &Store<RollbackEvent>) {
+    let ns = policy.namespace().unwrap_or_default();
+    let mut own: Vec<_> = events
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|e| e.spec.policy_ref.name == policy.name_any())
+        .collect();
+    own.sort_by_key(|e| std::cmp::Reverse((e.creation_timestamp(), e.name_any())));
+    let cluster = crate::strategy::Cluster::new(ctx.client.clone(), &ns);
+    for event in own {
+        let Some(status) = &event.status else {
+            continue;
+        };
+        if status
+            .actions
+            .iter()
+            .all(|a| a.undone || a.applied_at.is_none())
+        {
+            continue;
+        }
+        let name = event.name_any();
+        match crate::strategy::undo(&cluster, &status.actions, false).await {
+            Ok(_) => {
+                tracing::warn!(event = %name, namespace = %ns, "restored on policy deletion (onDelete: Restore)")
+            }
+            Err(error) => {
+                tracing::error!(event = %name, namespace = %ns, %error, "could not restore on policy deletion")
+            }
+        }
+    }
 }
 
 /// The namespace carries the freeze annotation.
@@ -734,6 +1019,39 @@ mod tests {
         let all = vec![a.clone(), b.clone()];
         assert!(readiness(&a, true, &all, "app").ready);
         assert!(!readiness(&b, true, &all, "app").ready);
+    }
+
+    #[test]
+    fn history_keeps_the_newest_finished_events() {
+        use crate::api::{EventPhase, RollbackEventStatus};
+        let event = |name: &str, secs: i64, phase: Option<EventPhase>, policy: &str| {
+            let mut e: RollbackEvent = serde_json::from_value(serde_json::json!({
+                "apiVersion": "rollback.frys.io/v1alpha1", "kind": "RollbackEvent",
+                "metadata": {"name": name},
+                "spec": {"policyRef": {"name": policy}, "type": "Manual", "strategy": "VersionRollback", "reason": "r"}
+            }))
+            .unwrap();
+            e.metadata.creation_timestamp =
+                Some(Time(Timestamp::from_second(1_700_000_000 + secs).unwrap()));
+            e.status = phase.map(|phase| RollbackEventStatus {
+                phase,
+                ..Default::default()
+            });
+            Arc::new(e)
+        };
+        let events = vec![
+            event("e3", 3, Some(EventPhase::Failed), "web"),
+            event("e1", 1, Some(EventPhase::Succeeded), "web"),
+            event("e4", 4, Some(EventPhase::Executing), "web"),
+            event("e2", 2, Some(EventPhase::Skipped), "web"),
+            event("other", 0, Some(EventPhase::Succeeded), "api"),
+        ];
+        let names = |v: Vec<Arc<RollbackEvent>>| v.iter().map(|e| e.name_any()).collect::<Vec<_>>();
+        assert_eq!(names(beyond_history("web", &events, 1)), ["e1", "e2"]);
+        assert_eq!(
+            names(beyond_history("web", &events, 3)),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -10,4 +10,5 @@ mod remediation;
 mod simulator;
 mod support;
 mod tooling;
+mod triggers;
 mod verify;

@@ -151,6 +151,42 @@ spec:
     );
     eprintln!("{out}");
 
+    // Undo by annotation restores the template the rollback replaced, from the record alone.
+    let name = event.metadata.name.clone().unwrap();
+    let (ok, _, err) = kubectl(&[
+        "annotate",
+        "-n",
+        &ns,
+        "rbe",
+        &name,
+        "rollback.frys.io/undo=true",
+    ]);
+    assert!(ok, "{err}");
+    let undone = eventually("the undo recorded", TIMEOUT, || async {
+        let e = events.get(&name).await.ok()?;
+        let handled = !e
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("rollback.frys.io/undo"));
+        let s = e.status?;
+        (handled
+            && s.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("undone")))
+        .then_some(s)
+    })
+    .await;
+    assert!(
+        undone.actions.iter().all(|a| a.undone),
+        "{:?}",
+        undone.actions
+    );
+    assert_eq!(
+        image(&deployments.get("web").await.unwrap()),
+        "demo:v2-faulty"
+    );
+
     // The operator changed the template with a guarded JSON Patch, once.
     if env().request_log.is_some() {
         let patches = env()
@@ -170,6 +206,114 @@ spec:
         assert!(
             patches >= 1,
             "no patch of the Deployment by the operator in the request log"
+        );
+    }
+}
+
+/// The operator dies right after applying a rollback, before recording it; a new one resumes
+/// the event, which completes without the change being applied a second time.
+#[tokio::test]
+async fn a_crash_after_applying_resumes_without_repeating() {
+    if !support::require_simulator("a_crash_after_applying_resumes_without_repeating") {
+        return;
+    }
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    let ns = support::namespace(&client, "rm-crash").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .create(&PostParams::default(), &deployment("web", "demo:v1"))
+        .await
+        .unwrap();
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "demo:v2"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let policy = "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackPolicy\nmetadata: {name: web}\nspec:\n  targetRef: {name: web}\n  metrics: [{name: errors, preset: errorRate}]\n  strategies: [{type: VersionRollback}]\n  verification: {stabilizationDelay: 1s, timeout: 1m}\n";
+    let (ok, _, err) = kubectl_apply(&ns, policy);
+    assert!(ok, "{err}");
+    eventually("revision 2", TIMEOUT, || async {
+        let d = deployments.get("web").await.ok()?;
+        (d.metadata
+            .annotations?
+            .get("deployment.kubernetes.io/revision")?
+            == "2")
+            .then_some(())
+    })
+    .await;
+
+    let doomed =
+        Operator::start_with_env(&ns, &[], &[("FRYS_FAILPOINT", "abort-after-apply")]).await;
+    let (ok, _, err) = kubectl(&[
+        "annotate",
+        "-n",
+        &ns,
+        "rbp",
+        "web",
+        "rollback.frys.io/trigger=VersionRollback",
+    ]);
+    assert!(ok, "{err}");
+    let status = doomed.exited(TIMEOUT).await;
+    assert!(
+        !status.success(),
+        "the operator should have aborted at the failpoint"
+    );
+    let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
+    let stuck = events.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(stuck.len(), 1);
+    assert_eq!(
+        stuck[0].status.as_ref().unwrap().phase,
+        EventPhase::Executing,
+        "crashed mid-step"
+    );
+
+    let _operator = Operator::start(&ns, &[]).await;
+    let event = eventually("the event completes after the restart", TIMEOUT, || async {
+        let e = events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()?;
+        e.status.as_ref()?.phase.is_finished().then_some(e)
+    })
+    .await;
+    let status = event.status.unwrap();
+    assert_eq!(status.phase, EventPhase::Succeeded, "{status:?}");
+    assert_eq!(
+        status.actions.len(),
+        1,
+        "the record of the change survived: {:?}",
+        status.actions
+    );
+    assert_eq!(image(&deployments.get("web").await.unwrap()), "demo:v1");
+
+    if env().request_log.is_some() {
+        let template_patches = env()
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r["namespace"] == ns.as_str()
+                    && r["resource"] == "deployments"
+                    && r["subresource"] == ""
+            })
+            .filter(|r| {
+                r["verb"] == "patch"
+                    && r["userAgent"]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with("frys-rollback/"))
+            })
+            .count();
+        // The trigger annotation's removal is not made by the operator on the Deployment here
+        // (it was on the policy), so every operator patch of the Deployment is the rollback.
+        assert_eq!(
+            template_patches, 1,
+            "the rollback was applied more than once"
         );
     }
 }

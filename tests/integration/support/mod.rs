@@ -266,8 +266,18 @@ pub struct Operator {
 impl Operator {
     /// Starts `frys-rollback run --namespace <ns>` and waits until /readyz answers 200.
     pub async fn start(namespace: &str, extra_args: &[&str]) -> Operator {
+        Self::start_with_env(namespace, extra_args, &[]).await
+    }
+
+    /// As [`Operator::start`], with extra environment variables (e.g. a failpoint).
+    pub async fn start_with_env(
+        namespace: &str,
+        extra_args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Operator {
         let env = env();
-        let log = std::env::temp_dir().join(format!("frys-operator-{namespace}.log"));
+        let log =
+            std::env::temp_dir().join(format!("frys-operator-{namespace}-{}.log", random_suffix()));
         let mut args = vec![
             "run",
             "--namespace",
@@ -287,6 +297,7 @@ impl Operator {
             .args(&args)
             .env("KUBECONFIG", &env.kubeconfig)
             .env("RUST_LOG", "info,frys_rollback=debug")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -332,6 +343,14 @@ impl Operator {
             .expect("scraping /metrics")
             .text()
             .await
+            .unwrap()
+    }
+
+    /// Waits for the process to exit by itself (e.g. at a failpoint).
+    pub async fn exited(mut self, within: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("operator still running")
             .unwrap()
     }
 
