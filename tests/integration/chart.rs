@@ -10,7 +10,7 @@ use k8s_openapi::api::{
     core::v1::{Secret, Service},
 };
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
@@ -23,82 +23,14 @@ use crate::{
 const CHART: &str = "charts/frys-rollback";
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Rules of the chart that the test's own operator run does not exercise, each with the code
-/// path that needs it. Any other rule left unused fails the test.
-const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str)] = &[
-    (
-        "apps",
-        "deployments/scale",
-        "patch",
-        "EmergencyShutdown and scaling patch the scale subresource (strategy/cluster.rs Request::Scale)",
-    ),
-    (
-        "",
-        "services",
-        "get",
-        "EnvironmentSwitch and its traffic verification read the switched Service (strategy/environment_switch.rs, verify/checks.rs)",
-    ),
-    (
-        "",
-        "services",
-        "patch",
-        "EnvironmentSwitch rewrites the Service selector (strategy/environment_switch.rs)",
-    ),
-    (
-        "autoscaling",
-        "horizontalpodautoscalers",
-        "list",
-        "EmergencyShutdown finds the target's HPA (strategy/emergency_shutdown.rs)",
-    ),
-    (
-        "autoscaling",
-        "horizontalpodautoscalers",
-        "get",
-        "undo of an emergency shutdown reads the pinned HPA back (strategy/cluster.rs undo_one)",
-    ),
-    (
-        "autoscaling",
-        "horizontalpodautoscalers",
-        "patch",
-        "EmergencyShutdown pins the HPA, undo restores it (strategy/emergency_shutdown.rs)",
-    ),
-    (
-        "gateway.networking.k8s.io",
-        "httproutes",
-        "get",
-        "TrafficShifting / CircuitBreaker / route verification read the HTTPRoute",
-    ),
-    (
-        "gateway.networking.k8s.io",
-        "httproutes",
-        "patch",
-        "TrafficShifting / CircuitBreaker rewrite backendRefs weights",
-    ),
-    (
-        "networking.istio.io",
-        "virtualservices",
-        "get",
-        "TrafficShifting / CircuitBreaker / route verification read the VirtualService",
-    ),
-    (
-        "networking.istio.io",
-        "virtualservices",
-        "patch",
-        "TrafficShifting / CircuitBreaker rewrite route weights",
-    ),
-    (
-        "events.k8s.io",
-        "events",
-        "patch",
-        "kube's Recorder patches an Event's series when the same Event repeats",
-    ),
-    (
-        "rollback.frys.io",
-        "rollbackevents",
-        "patch",
-        "a RollbackEvent created by hand is adopted by its policy (ownerReferences, controller/event.rs)",
-    ),
-];
+/// Rules of the chart that the test's own operator run (drive_operator) may not exercise, each
+/// with the code path that needs it. Any other rule left unused fails the test.
+const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str)] = &[(
+    "events.k8s.io",
+    "events",
+    "patch",
+    "kube's Recorder patches an Event's series when the same Event repeats",
+)];
 
 /// (success, stdout, stderr) of helm.
 fn helm(args: &[&str]) -> (bool, String, String) {
@@ -526,18 +458,89 @@ async fn chart_installs_every_object() {
 }
 
 /// Drives an operator through its main paths: a policy with Prometheus credentials from a
-/// Secret, evaluations, and (with the simulator) a bad release rolled back and verified.
+/// Secret, evaluations, and (with the simulator) a bad release rolled back and verified, then
+/// manual RollbackEvents (adopted by their policy) for the strategies that write other objects:
+/// EnvironmentSwitch (Service, standby scale), TrafficShifting on a VirtualService and
+/// EmergencyShutdown with an HPA and an HTTPRoute cut, undone by annotation; a historyLimit of 1
+/// prunes the older events.
 async fn drive_operator(ns: &str) {
     let client = env().client().await;
+    for crd in [
+        "httproutes.gateway.networking.k8s.io",
+        "virtualservices.networking.istio.io",
+    ] {
+        let file = repo_root().join(format!("tests/fixtures/crds/{crd}.yaml"));
+        let (ok, _, err) = kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            "frys-tests",
+            "-f",
+            &file.to_string_lossy(),
+        ]);
+        assert!(ok, "{crd}: {err}");
+        let (ok, _, err) = kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            &format!("crd/{crd}"),
+        ]);
+        assert!(ok, "{crd}: {err}");
+    }
     let operator = Operator::start(ns, &[]).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    deployments
-        .create(&PostParams::default(), &deployment("web", "demo:v1"))
-        .await
-        .unwrap();
+    for (name, color, replicas) in [("web", "green", 2), ("web-blue", "blue", 0)] {
+        let mut d = deployment(name, "demo:v1");
+        let spec = d.spec.as_mut().unwrap();
+        spec.replicas = Some(replicas);
+        spec.template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("color".into(), color.into());
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+    }
+    let objects = format!(
+        r#"
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: web}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
+  minReplicas: 2
+  maxReplicas: 5
+  metrics: [{{type: Resource, resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 80}}}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web}}
+spec:
+  parentRefs: [{{name: gateway}}]
+  rules: [{{backendRefs: [{{name: web, port: 80, weight: 100}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web}}
+spec:
+  hosts: [web.{ns}.svc.cluster.local]
+  http:
+    - route:
+        - {{destination: {{host: web}}, weight: 100}}
+        - {{destination: {{host: web-blue}}, weight: 0}}
+"#
+    );
+    let (ok, _, err) = support::kubectl_apply(ns, &objects);
+    assert!(ok, "{err}");
     let service: Service = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}
+        "spec": {"selector": {"app": "web", "color": "green"}, "ports": [{"port": 80, "targetPort": 8080}]}
     }))
     .unwrap();
     Api::<Service>::namespaced(client.clone(), ns)
@@ -570,11 +573,19 @@ spec:
   interval: 1s
   rateWindow: 5s
   consecutiveFailures: 3
+  historyLimit: 1
   metrics:
     - {{name: errors, preset: errorRate, warning: 0.02, critical: 0.05}}
   strategies:
+    - type: TrafficShifting
+      trafficShifting: {{virtualService: web, from: web, to: web-blue}}
+    - type: EnvironmentSwitch
+      environmentSwitch: {{service: web, selectorKey: color, activeValue: green, standbyValue: blue, standbyRef: web-blue, scaleStandby: true, readyTimeout: 1m}}
     - type: VersionRollback
-  verification: {{stabilizationDelay: 2s, timeout: 1m}}
+    - type: EmergencyShutdown
+      minSeverity: Unhealthy
+      emergencyShutdown: {{cutTraffic: {{httpRoute: web}}}}
+  verification: {{stabilizationDelay: 1s, timeout: 15s}}
 "#
     );
     let (ok, _, err) = support::kubectl_apply(ns, &policy);
@@ -599,13 +610,50 @@ spec:
             .await
             .unwrap();
         let events: Api<RollbackEvent> = Api::namespaced(client.clone(), ns);
-        eventually("the rollback event finished", TIMEOUT, || async {
+        eventually("the automatic rollback event finished", TIMEOUT, || async {
             let list = events.list(&ListParams::default()).await.ok()?;
             let e = list.items.into_iter().next()?;
             let phase = e.status.as_ref()?.phase;
             matches!(phase, EventPhase::Succeeded | EventPhase::Failed).then_some(())
         })
         .await;
+        // Manual remediations, one at a time (the same policy runs one event at a time).
+        for strategy in ["TrafficShifting", "EnvironmentSwitch", "EmergencyShutdown"] {
+            let name = strategy.to_lowercase();
+            let (ok, _, err) = support::kubectl_apply(
+                ns,
+                &format!(
+                    "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackEvent\nmetadata: {{name: {name}}}\nspec:\n  policyRef: {{name: web}}\n  type: Manual\n  strategy: {strategy}\n  reason: chart RBAC test\n"
+                ),
+            );
+            assert!(ok, "{err}");
+            let status = eventually(&format!("manual {strategy} finished"), TIMEOUT, || async {
+                let s = events.get(&name).await.ok()?.status?;
+                matches!(s.phase, EventPhase::Succeeded | EventPhase::Failed).then_some(s)
+            })
+            .await;
+            eprintln!(
+                "manual {strategy}: {:?} {}",
+                status.phase,
+                status.message.unwrap_or_default()
+            );
+        }
+        // Undo of the emergency shutdown reads back and restores what it changed.
+        let (ok, _, err) = kubectl(&[
+            "annotate",
+            "-n",
+            ns,
+            "rbe/emergencyshutdown",
+            "rollback.frys.io/undo=true",
+        ]);
+        assert!(ok, "{err}");
+        let message = eventually("the undo consumed", TIMEOUT, || async {
+            let e = events.get("emergencyshutdown").await.ok()?;
+            (!e.annotations().contains_key("rollback.frys.io/undo"))
+                .then(|| e.status.and_then(|s| s.message).unwrap_or_default())
+        })
+        .await;
+        eprintln!("undo: {message}");
     } else {
         eprintln!("no simulator: the RBAC check covers evaluations only");
     }

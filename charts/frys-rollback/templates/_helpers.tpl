@@ -58,20 +58,22 @@ The rules the operator needs in the namespaces it watches: exactly the requests 
 plane's request log by tests/integration/chart.rs.
 */}}
 {{- define "frys-rollback.namespacedRules" -}}
-# Its own resources: watched, status written, events created and owned by their policy.
+# Its own resources: watched and status written; policies get the onDelete finalizer and
+# their trigger annotations consumed (patch); events are created, adopted by their policy and
+# their undo annotation consumed (patch), and pruned beyond historyLimit (delete).
 - apiGroups: [rollback.frys.io]
   resources: [rollbackpolicies]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [rollback.frys.io]
   resources: [rollbackpolicies/status]
   verbs: [patch]
 - apiGroups: [rollback.frys.io]
   resources: [rollbackevents]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [rollback.frys.io]
   resources: [rollbackevents/status]
   verbs: [patch]
-# Targets: cached and watched; revision rollback and annotations patch them; scale-down
+# Targets: cached and watched; revision rollback and consumed trigger annotations patch them; scale-down
 # (emergency shutdown) and scaling patch the scale subresource.
 - apiGroups: [apps]
   resources: [deployments]
@@ -93,7 +95,7 @@ plane's request log by tests/integration/chart.rs.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# Emergency shutdown pins the target's HPA (and undo restores it).
+# Emergency shutdown pins the target's HPA (list, patch); undo reads it back and restores it.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, patch]
