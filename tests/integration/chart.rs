@@ -1,0 +1,754 @@
+//! The Helm chart (issue: packaging): it lints and renders, installs every object, and its RBAC
+//! is exactly what the operator uses: every request the operator makes (the control plane's
+//! request log) is allowed by the rendered rules, and every rule is used or justified.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use frys_rollback::api::{EventPhase, RollbackEvent, RollbackPolicy};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Secret, Service},
+};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    operator::deployment,
+    support::{self, Operator, env, eventually, kubectl, repo_root, tool},
+};
+
+const CHART: &str = "charts/frys-rollback";
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Rules of the chart that the test's own operator run (drive_operator) may not exercise, each
+/// with the code path that needs it. Any other rule left unused fails the test.
+const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str)] = &[(
+    "events.k8s.io",
+    "events",
+    "patch",
+    "kube's Recorder patches an Event's series when the same Event repeats",
+)];
+
+/// (success, stdout, stderr) of helm.
+fn helm(args: &[&str]) -> (bool, String, String) {
+    let out = tool("helm", args, None);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn chart_path() -> String {
+    repo_root().join(CHART).to_string_lossy().into_owned()
+}
+
+/// `helm template` with `--set` values; the rendered objects.
+fn render(sets: &[&str]) -> Vec<Value> {
+    let chart = chart_path();
+    let mut args = vec!["template", "frys-rollback", chart.as_str(), "-n", "ops"];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let (ok, out, err) = helm(&args);
+    assert!(ok, "helm template {sets:?}: {err}");
+    parse_yaml(&out)
+}
+
+fn parse_yaml(text: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    yaml_serde::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).expect("rendered YAML parses"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_owned())
+        .collect();
+    k.sort();
+    k
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// (apiGroup, resource[/subresource], verb, resourceNames) of every rule of these Roles.
+type Grant = (String, String, String, Vec<String>);
+
+fn grants<'a>(roles: impl IntoIterator<Item = &'a Value>) -> Vec<Grant> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = vec![];
+    for role in roles {
+        for rule in role["rules"].as_array().unwrap() {
+            let names = strings(&rule["resourceNames"]);
+            for g in strings(&rule["apiGroups"]) {
+                for r in strings(&rule["resources"]) {
+                    for v in strings(&rule["verbs"]) {
+                        assert!(g != "*" && r != "*" && v != "*", "wildcard in rule {rule}");
+                        out.push((g.clone(), r.clone(), v, names.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// (apiGroup, resource[/subresource], verb, name) of one logged request.
+fn request_key(r: &Value) -> (String, String, String, String) {
+    let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    let sub = s("subresource");
+    let resource = if sub.is_empty() {
+        s("resource")
+    } else {
+        format!("{}/{sub}", s("resource"))
+    };
+    (s("apiGroup"), resource, s("verb"), s("name"))
+}
+
+fn allows(
+    grants: &[Grant],
+    (group, resource, verb, name): &(String, String, String, String),
+) -> bool {
+    grants.iter().any(|(g, r, v, names)| {
+        g == group && r == resource && v == verb && (names.is_empty() || names.contains(name))
+    })
+}
+
+#[tokio::test]
+async fn chart_lints_and_renders() {
+    let chart = chart_path();
+    let (ok, out, err) = helm(&["lint", "--strict", &chart]);
+    assert!(ok, "helm lint: {out}{err}");
+    assert!(
+        !out.contains("[WARNING]") && !out.contains("[ERROR]"),
+        "helm lint: {out}"
+    );
+
+    // The chart's CRDs are the repository's crds/, byte for byte (the chart cannot read
+    // outside its directory).
+    for file in [
+        "rollback.frys.io_rollbackpolicies.yaml",
+        "rollback.frys.io_rollbackevents.yaml",
+    ] {
+        let source = std::fs::read_to_string(repo_root().join("crds").join(file)).unwrap();
+        let copy =
+            std::fs::read_to_string(repo_root().join(CHART).join("files/crds").join(file)).unwrap();
+        assert_eq!(
+            source, copy,
+            "{CHART}/files/crds/{file} differs from crds/{file}: cp crds/*.yaml {CHART}/files/crds/"
+        );
+    }
+
+    // Defaults: cluster-wide.
+    let objects = render(&[]);
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+        ]
+    );
+    for o in &objects {
+        let labels = &o["metadata"]["labels"];
+        for l in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/component",
+            "app.kubernetes.io/part-of",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ] {
+            assert!(labels[l].is_string(), "{} has no label {l}", o["kind"]);
+        }
+    }
+    for crd in find(&objects, "CustomResourceDefinition") {
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{crd}"
+        );
+        let name = crd["metadata"]["name"].as_str().unwrap();
+        let generated = frys_rollback::api::crds()
+            .into_iter()
+            .find(|(_, c)| c.metadata.name.as_deref() == Some(name))
+            .unwrap()
+            .1;
+        assert_eq!(
+            crd["spec"],
+            serde_json::to_value(&generated.spec).unwrap(),
+            "the chart's {name} is not the one the code generates"
+        );
+    }
+    let deployment = find(&objects, "Deployment")[0];
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["args"], json!(["run"]));
+    let sc = &container["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["runAsUser"], 65532);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    assert!(container["resources"]["requests"].is_object());
+    let env_names: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "HEALTH_CHECK_INTERVAL",
+        "THRESHOLD_RESPONSE_TIME",
+        "THRESHOLD_ERROR_RATE",
+        "THRESHOLD_MEMORY_USAGE",
+        "THRESHOLD_CPU_USAGE",
+        "FRYS_WORKLOAD_LABEL",
+        "FRYS_MAX_CONCURRENT_REMEDIATIONS",
+        "FRYS_FREEZE",
+        "FRYS_LOG_FORMAT",
+        "POD_NAME",
+    ] {
+        assert!(env_names.contains(&name), "no {name} in {env_names:?}");
+    }
+    assert!(!env_names.contains(&"METRICS_URL"), "unset URL is not set");
+    let pod_name = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "POD_NAME")
+        .unwrap();
+    assert_eq!(
+        pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+
+    // Every value the chart passes parses as `frys-rollback run` would parse it.
+    let mut run = vec!["frys-rollback".to_owned(), "run".to_owned()];
+    for e in container["env"].as_array().unwrap() {
+        if let Some(v) = e["value"].as_str() {
+            let flag = match e["name"].as_str().unwrap() {
+                "HEALTH_CHECK_INTERVAL" => "--interval",
+                "THRESHOLD_RESPONSE_TIME" => "--threshold-response-time",
+                "THRESHOLD_ERROR_RATE" => "--threshold-error-rate",
+                "THRESHOLD_MEMORY_USAGE" => "--threshold-memory-usage",
+                "THRESHOLD_CPU_USAGE" => "--threshold-cpu-usage",
+                "FRYS_WORKLOAD_LABEL" => "--workload-label",
+                "FRYS_MAX_CONCURRENT_REMEDIATIONS" => "--max-concurrent-remediations",
+                "FRYS_FREEZE" => "--freeze",
+                "ROLLBACK_AUTO_ENABLED" => "--auto-rollback",
+                "ROLLBACK_ENV" => "--environment",
+                "FRYS_LOG_FORMAT" => "--log-format",
+                "FRYS_METRICS_ADDR" => "--metrics-addr",
+                _ => continue,
+            };
+            run.extend([flag.to_owned(), v.to_owned()]);
+        }
+    }
+    <frys_rollback::cli::Cli as clap::Parser>::try_parse_from(&run)
+        .unwrap_or_else(|e| panic!("the chart's settings do not parse: {e}"));
+
+    // deploy/frys-rollback.yaml is the chart rendered with its defaults (plus the Namespace).
+    let (ok, rendered, err) = helm(&["template", "frys-rollback", &chart, "-n", "frys-system"]);
+    assert!(ok, "{err}");
+    let plain = std::fs::read_to_string(repo_root().join("deploy/frys-rollback.yaml")).unwrap();
+    let plain: Vec<Value> = parse_yaml(&plain)
+        .into_iter()
+        .filter(|o| o["kind"] != "Namespace")
+        .collect();
+    assert!(
+        plain == parse_yaml(&rendered),
+        "deploy/frys-rollback.yaml differs from the chart: regenerate it (see its header)"
+    );
+
+    // One namespace: a Role there, --namespace, and only that Namespace readable cluster-wide.
+    let objects = render(&["watchNamespace=shop", "crds.install=false"]);
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount",
+        ]
+    );
+    assert_eq!(find(&objects, "Role")[0]["metadata"]["namespace"], "shop");
+    assert_eq!(
+        find(&objects, "RoleBinding")[0]["subjects"][0]["namespace"],
+        "ops"
+    );
+    assert_eq!(
+        grants(find(&objects, "ClusterRole")),
+        [(
+            "".to_owned(),
+            "namespaces".to_owned(),
+            "get".to_owned(),
+            vec!["shop".to_owned()]
+        )]
+    );
+    let args =
+        &find(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(args, &json!(["run", "--namespace", "shop"]));
+
+    // The optional objects.
+    let objects = render(&[
+        "serviceMonitor.enabled=true",
+        "podDisruptionBudget.enabled=true",
+        "operator.prometheusUrl=http://prometheus.monitoring:9090",
+    ]);
+    assert_eq!(find(&objects, "ServiceMonitor").len(), 1);
+    assert_eq!(find(&objects, "PodDisruptionBudget").len(), 1);
+
+    // The schema refuses what the operator would not accept, and unknown values.
+    for bad in [
+        "operator.logFormat=xml",
+        "operator.thresholds.errorRate=2",
+        "operator.interval=soon",
+        "replicaCount=2",
+        "watchNamespace=Not_A_Name",
+        "noSuchValue=1",
+    ] {
+        let (ok, _, err) = helm(&["template", "x", &chart, "--set", bad]);
+        assert!(!ok, "the schema accepted {bad}");
+        assert!(err.contains("schema"), "{bad}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn chart_installs_every_object() {
+    let client = env().client().await;
+    let ns = support::namespace(&client, "chart-install").await;
+    let chart = chart_path();
+    // CRDs are cluster-scoped and shared with the other tests (which apply them themselves):
+    // installing them here would take them over; chart_lints_and_renders checks them.
+    let (ok, _, err) = helm(&[
+        "install",
+        "frys-rollback",
+        &chart,
+        "-n",
+        &ns,
+        "--set",
+        "crds.install=false",
+        "--set",
+        "podDisruptionBudget.enabled=true",
+        "--wait=false",
+    ]);
+    assert!(ok, "helm install: {err}");
+    let (ok, _, err) = helm(&[
+        "install",
+        "frys-ns",
+        &chart,
+        "-n",
+        &ns,
+        "--set",
+        "crds.install=false",
+        "--set",
+        &format!("watchNamespace={ns}"),
+        "--wait=false",
+    ]);
+    assert!(ok, "helm install (one namespace): {err}");
+
+    for object in [
+        "serviceaccount/frys-rollback",
+        "deployment/frys-rollback",
+        "service/frys-rollback-metrics",
+        "poddisruptionbudget/frys-rollback",
+        "serviceaccount/frys-ns-frys-rollback",
+        "deployment/frys-ns-frys-rollback",
+        "role/frys-ns-frys-rollback",
+        "rolebinding/frys-ns-frys-rollback",
+    ] {
+        let (ok, _, err) = kubectl(&["get", "-n", &ns, object]);
+        assert!(ok, "{object} missing after helm install: {err}");
+    }
+    let cluster_objects = [
+        format!("clusterrole/frys-rollback-{ns}"),
+        format!("clusterrolebinding/frys-rollback-{ns}"),
+        format!("clusterrole/frys-ns-frys-rollback-{ns}-namespace"),
+        format!("clusterrolebinding/frys-ns-frys-rollback-{ns}-namespace"),
+    ];
+    for object in &cluster_objects {
+        let (ok, _, err) = kubectl(&["get", object]);
+        assert!(ok, "{object} missing after helm install: {err}");
+    }
+
+    // Upgrading with other values keeps every object.
+    let (ok, _, err) = helm(&[
+        "upgrade",
+        "frys-rollback",
+        &chart,
+        "-n",
+        &ns,
+        "--reuse-values",
+        "--set",
+        "operator.freeze=true",
+        "--wait=false",
+    ]);
+    assert!(ok, "helm upgrade: {err}");
+    let (ok, out, _) = kubectl(&[
+        "get",
+        "-n",
+        &ns,
+        "deployment/frys-rollback",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"FRYS_FREEZE\")].value}",
+    ]);
+    assert!(ok);
+    assert_eq!(out, "true");
+
+    // The example policies are valid for the API server (strict field validation).
+    support::install_crds(&client).await;
+    let examples = repo_root().join("deploy/examples");
+    let mut files: Vec<_> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "one example per strategy: {files:?}");
+    for file in files {
+        let file = file.to_string_lossy().into_owned();
+        let (ok, _, err) = kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "--validate=strict",
+            "-n",
+            &ns,
+            "-f",
+            &file,
+        ]);
+        assert!(ok && err.is_empty(), "{file}: {err}");
+    }
+
+    for release in ["frys-rollback", "frys-ns"] {
+        let (ok, _, err) = helm(&["uninstall", release, "-n", &ns]);
+        assert!(ok, "helm uninstall {release}: {err}");
+    }
+    for object in &cluster_objects {
+        let (found, _, _) = kubectl(&["get", object]);
+        assert!(!found, "{object} left after helm uninstall");
+    }
+}
+
+/// Drives an operator through its main paths: a policy with Prometheus credentials from a
+/// Secret, evaluations, and (with the simulator) a bad release rolled back and verified, then
+/// manual RollbackEvents (adopted by their policy) for the strategies that write other objects:
+/// EnvironmentSwitch (Service, standby scale), TrafficShifting on a VirtualService and
+/// EmergencyShutdown with an HPA and an HTTPRoute cut, undone by annotation; a historyLimit of 1
+/// prunes the older events.
+async fn drive_operator(ns: &str) {
+    let client = env().client().await;
+    for crd in [
+        "httproutes.gateway.networking.k8s.io",
+        "virtualservices.networking.istio.io",
+    ] {
+        let file = repo_root().join(format!("tests/fixtures/crds/{crd}.yaml"));
+        let (ok, _, err) = kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            "frys-tests",
+            "-f",
+            &file.to_string_lossy(),
+        ]);
+        assert!(ok, "{crd}: {err}");
+        let (ok, _, err) = kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            &format!("crd/{crd}"),
+        ]);
+        assert!(ok, "{crd}: {err}");
+    }
+    let operator = Operator::start(ns, &[]).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for (name, color, replicas) in [("web", "green", 2), ("web-blue", "blue", 0)] {
+        let mut d = deployment(name, "demo:v1");
+        let spec = d.spec.as_mut().unwrap();
+        spec.replicas = Some(replicas);
+        spec.template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("color".into(), color.into());
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+    }
+    let objects = format!(
+        r#"
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: web}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
+  minReplicas: 2
+  maxReplicas: 5
+  metrics: [{{type: Resource, resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 80}}}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web}}
+spec:
+  parentRefs: [{{name: gateway}}]
+  rules: [{{backendRefs: [{{name: web, port: 80, weight: 100}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web}}
+spec:
+  hosts: [web.{ns}.svc.cluster.local]
+  http:
+    - route:
+        - {{destination: {{host: web}}, weight: 100}}
+        - {{destination: {{host: web-blue}}, weight: 0}}
+"#
+    );
+    let (ok, _, err) = support::kubectl_apply(ns, &objects);
+    assert!(ok, "{err}");
+    let service: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web", "color": "green"}, "ports": [{"port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prometheus"},
+        "stringData": {"token": "not-checked"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let prometheus = env()
+        .prometheus_url
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:9".into());
+    let policy = format!(
+        r#"
+apiVersion: rollback.frys.io/v1alpha1
+kind: RollbackPolicy
+metadata: {{name: web}}
+spec:
+  targetRef: {{name: web}}
+  prometheus:
+    url: {prometheus}
+    bearerTokenSecretRef: {{name: prometheus, key: token}}
+  interval: 1s
+  rateWindow: 5s
+  consecutiveFailures: 3
+  historyLimit: 1
+  metrics:
+    - {{name: errors, preset: errorRate, warning: 0.02, critical: 0.05}}
+  strategies:
+    - type: TrafficShifting
+      trafficShifting: {{virtualService: web, from: web, to: web-blue}}
+    - type: EnvironmentSwitch
+      environmentSwitch: {{service: web, selectorKey: color, activeValue: green, standbyValue: blue, standbyRef: web-blue, scaleStandby: true, readyTimeout: 1m}}
+    - type: VersionRollback
+    - type: EmergencyShutdown
+      minSeverity: Unhealthy
+      emergencyShutdown: {{cutTraffic: {{httpRoute: web}}}}
+  verification: {{stabilizationDelay: 1s, timeout: 15s}}
+"#
+    );
+    let (ok, _, err) = support::kubectl_apply(ns, &policy);
+    assert!(ok, "{err}");
+    let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), ns);
+    eventually("the policy evaluated", TIMEOUT, || async {
+        let s = policies.get("web").await.ok()?.status?;
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Healthy")
+            .then_some(())
+    })
+    .await;
+
+    if env().simulated() {
+        deployments
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "demo:v2-faulty"}]}}}})),
+            )
+            .await
+            .unwrap();
+        let events: Api<RollbackEvent> = Api::namespaced(client.clone(), ns);
+        eventually("the automatic rollback event finished", TIMEOUT, || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            let e = list.items.into_iter().next()?;
+            let phase = e.status.as_ref()?.phase;
+            matches!(phase, EventPhase::Succeeded | EventPhase::Failed).then_some(())
+        })
+        .await;
+        // Manual remediations, one at a time (the same policy runs one event at a time).
+        for strategy in ["TrafficShifting", "EnvironmentSwitch", "EmergencyShutdown"] {
+            let name = strategy.to_lowercase();
+            let (ok, _, err) = support::kubectl_apply(
+                ns,
+                &format!(
+                    "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackEvent\nmetadata: {{name: {name}}}\nspec:\n  policyRef: {{name: web}}\n  type: Manual\n  strategy: {strategy}\n  reason: chart RBAC test\n"
+                ),
+            );
+            assert!(ok, "{err}");
+            let status = eventually(&format!("manual {strategy} finished"), TIMEOUT, || async {
+                let s = events.get(&name).await.ok()?.status?;
+                matches!(s.phase, EventPhase::Succeeded | EventPhase::Failed).then_some(s)
+            })
+            .await;
+            eprintln!(
+                "manual {strategy}: {:?} {}",
+                status.phase,
+                status.message.unwrap_or_default()
+            );
+        }
+        // Undo of the emergency shutdown reads back and restores what it changed.
+        let (ok, _, err) = kubectl(&[
+            "annotate",
+            "-n",
+            ns,
+            "rbe/emergencyshutdown",
+            "rollback.frys.io/undo=true",
+        ]);
+        assert!(ok, "{err}");
+        let message = eventually("the undo consumed", TIMEOUT, || async {
+            let e = events.get("emergencyshutdown").await.ok()?;
+            (!e.annotations().contains_key("rollback.frys.io/undo"))
+                .then(|| e.status.and_then(|s| s.message).unwrap_or_default())
+        })
+        .await;
+        eprintln!("undo: {message}");
+    } else {
+        eprintln!("no simulator: the RBAC check covers evaluations only");
+    }
+    // Watches are logged when they end.
+    let status = operator.stop().await;
+    assert!(status.success(), "operator exit: {status}");
+}
+
+#[tokio::test]
+async fn chart_rbac_is_what_the_operator_uses() {
+    if env().request_log.is_none() {
+        eprintln!("skipping chart_rbac_is_what_the_operator_uses: no request log (real cluster)");
+        return;
+    }
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    let ns = support::namespace(&client, "chart-rbac").await;
+    drive_operator(&ns).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Every request any operator made in this environment (this test's and the other tests'),
+    // against the chart's rules.
+    let requests: Vec<Value> = env()
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r["userAgent"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("frys-rollback/"))
+        })
+        .collect();
+    assert!(
+        requests.iter().any(|r| r["namespace"] == ns.as_str()),
+        "no request of this test's operator in the log"
+    );
+    let cluster_wide = render(&[]);
+    let cluster_grants = grants(find(&cluster_wide, "ClusterRole"));
+    let mut denied = BTreeSet::new();
+    for r in &requests {
+        let key = request_key(r);
+        if !allows(&cluster_grants, &key) {
+            denied.insert((key.0, key.1, key.2));
+        }
+    }
+    assert!(
+        denied.is_empty(),
+        "the chart's ClusterRole denies requests the operator makes (apiGroup, resource, verb): {denied:#?}"
+    );
+
+    // This test's operator ran with --namespace, as the chart's one-namespace install does.
+    let one = render(&[&format!("watchNamespace={ns}"), "crds.install=false"]);
+    let mut one_grants = grants(find(&one, "Role"));
+    one_grants.extend(grants(find(&one, "ClusterRole")));
+    for r in requests.iter().filter(|r| {
+        r["namespace"] == ns.as_str() || (r["resource"] == "namespaces" && r["name"] == ns.as_str())
+    }) {
+        let key = request_key(r);
+        assert!(
+            allows(&one_grants, &key),
+            "the one-namespace install denies {key:?}"
+        );
+    }
+
+    // Every rule is used, or justified by a path this test does not drive.
+    let used: BTreeSet<(String, String, String)> = requests
+        .iter()
+        .map(|r| {
+            let k = request_key(r);
+            (k.0, k.1, k.2)
+        })
+        .collect();
+    let mut unjustified = vec![];
+    for (g, r, v, _) in &cluster_grants {
+        if used.contains(&(g.clone(), r.clone(), v.clone())) {
+            continue;
+        }
+        match JUSTIFIED_UNUSED
+            .iter()
+            .find(|(jg, jr, jv, _)| (jg, jr, jv) == (&g.as_str(), &r.as_str(), &v.as_str()))
+        {
+            Some((.., why)) => eprintln!("unused in this run: {g}/{r} {v} ({why})"),
+            None => unjustified.push(format!("{g}/{r} {v}")),
+        }
+    }
+    assert!(
+        unjustified.is_empty(),
+        "the chart grants permissions the operator never used and no code path justifies: {unjustified:#?}"
+    );
+    // The justifications name rules that exist.
+    for (g, r, v, _) in JUSTIFIED_UNUSED {
+        assert!(
+            cluster_grants
+                .iter()
+                .any(|(cg, cr, cv, _)| (cg.as_str(), cr.as_str(), cv.as_str()) == (*g, *r, *v)),
+            "JUSTIFIED_UNUSED names {g}/{r} {v}, which the chart does not grant"
+        );
+    }
+}
