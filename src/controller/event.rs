@@ -126,7 +126,8 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
             Ok(Action::requeue(Duration::ZERO))
         }
         Some(EventPhase::Pending | EventPhase::Executing) => {
-            if policy.spec.suspend && event.spec.type_ != EventType::Emergency {
+            // Suspend holds every event, emergencies too (DESIGN: they bypass all but suspend).
+            if policy.spec.suspend {
                 status.message = Some("waiting: the policy is suspended".into());
                 write_status(&events, &name, &status).await?;
                 return Ok(Action::requeue(Duration::from_secs(10)));
