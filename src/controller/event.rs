@@ -67,6 +67,7 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
     let name = event.name_any();
     if event.status.as_ref().is_some_and(|s| s.phase.is_finished())
         && !event.annotations().contains_key(annotations::UNDO)
+        && !breaker_open(&event)
     {
         return Ok(Action::await_change());
     }
@@ -80,6 +81,9 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
     let phase = event.status.as_ref().map(|s| s.phase);
     if let Some(value) = event.annotations().get(annotations::UNDO).cloned() {
         return undo(&ctx, &event, &events, &mut status, &value).await;
+    }
+    if breaker_open(&event) {
+        return half_open_when_due(&ctx, &event, &events, &mut status).await;
     }
     if phase.is_some_and(EventPhase::is_finished) {
         return Ok(Action::await_change());
@@ -417,6 +421,68 @@ async fn undo(
     events
         .patch(&name, &PatchParams::default(), &Patch::Merge(remove))
         .await?;
+    Ok(Action::await_change())
+}
+
+/// A succeeded circuit breaker whose route change is still in place.
+fn breaker_open(event: &RollbackEvent) -> bool {
+    event.spec.strategy == StrategyKind::CircuitBreaker
+        && event.status.as_ref().is_some_and(|s| {
+            s.phase == EventPhase::Succeeded && s.actions.iter().any(|a| !a.undone)
+        })
+}
+
+/// Half-opens a circuit breaker once its `openDuration` has passed: the route's recorded
+/// weights come back (refused if the route changed since), and the policy's next evaluations
+/// re-check the target: still failing, the engine escalates to the next rung.
+async fn half_open_when_due(
+    ctx: &Context,
+    event: &RollbackEvent,
+    events: &Api<RollbackEvent>,
+    status: &mut RollbackEventStatus,
+) -> Result<Action, Error> {
+    let ns = event.namespace().unwrap_or_default();
+    let name = event.name_any();
+    let policies: Api<RollbackPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let open = match policies.get_opt(&event.spec.policy_ref.name).await? {
+        Some(policy) => policy
+            .spec
+            .strategies
+            .iter()
+            .find_map(|r| r.circuit_breaker.as_ref())
+            .map_or(Ok(strategy::DEFAULT_OPEN_DURATION), strategy::open_duration)
+            .unwrap_or(strategy::DEFAULT_OPEN_DURATION),
+        None => strategy::DEFAULT_OPEN_DURATION,
+    };
+    let opened_at = status
+        .actions
+        .iter()
+        .filter_map(|a| a.applied_at.as_ref())
+        .map(|t| t.0)
+        .max()
+        .unwrap_or_else(Timestamp::now);
+    let elapsed = Timestamp::now().duration_since(opened_at).unsigned_abs();
+    if elapsed < open {
+        return Ok(Action::requeue(open - elapsed));
+    }
+    let cluster = Cluster::new(ctx.client.clone(), &ns);
+    let message = match strategy::half_open(&cluster, &status.actions).await {
+        Ok(actions) => {
+            status.actions = actions;
+            tracing::info!(event = %name, namespace = %ns, "circuit half-open: traffic restored");
+            format!(
+                "half-open after {}: traffic restored to the target; the policy re-checks it",
+                duration::format(open)
+            )
+        }
+        Err(ApplyError { actions, error }) => {
+            status.actions = actions;
+            tracing::warn!(event = %name, namespace = %ns, %error, "half-open refused");
+            format!("half-open refused: {error}")
+        }
+    };
+    status.message = Some(message);
+    write_status(events, &name, status).await?;
     Ok(Action::await_change())
 }
 

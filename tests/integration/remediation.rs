@@ -539,3 +539,124 @@ spec:
     .await;
     support::sim::clear(&ns, "web").await;
 }
+
+/// A circuit breaker on a Gateway API HTTPRoute opens (the target's weight goes to the
+/// fallback backend), is verified, and half-opens after openDuration (weights restored).
+#[tokio::test]
+async fn a_circuit_breaker_opens_and_half_opens_on_an_httproute() {
+    if !support::require_simulator("a_circuit_breaker_opens_and_half_opens_on_an_httproute") {
+        return;
+    }
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    support::install_route_crds(&client).await;
+    let ns = support::namespace(&client, "rm-breaker").await;
+    let _operator = Operator::start(&ns, &[]).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    for name in ["web", "web-maintenance"] {
+        deployments
+            .create(&PostParams::default(), &deployment(name, "demo:v1"))
+            .await
+            .unwrap();
+        let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}
+        }))
+        .unwrap();
+        Api::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &service)
+            .await
+            .unwrap();
+    }
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{name: gateway}]
+  rules:
+    - backendRefs: [{name: web, port: 80, weight: 100}]
+"#;
+    let (ok, _, err) = kubectl_apply(&ns, route);
+    assert!(ok, "{err}");
+    let policy = r#"
+apiVersion: rollback.frys.io/v1alpha1
+kind: RollbackPolicy
+metadata: {name: web}
+spec:
+  targetRef: {name: web}
+  interval: 1s
+  rateWindow: 5s
+  metrics: [{name: errors, preset: errorRate}]
+  strategies:
+    - type: CircuitBreaker
+      circuitBreaker: {httpRoute: web, fallbackBackend: {name: web-maintenance, port: 80}, openDuration: 6s}
+  verification: {stabilizationDelay: 1s, timeout: 30s, consecutivePasses: 1}
+"#;
+    let (ok, _, err) = kubectl_apply(&ns, policy);
+    assert!(ok, "{err}");
+    let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
+    eventually("policy ready", TIMEOUT, || async {
+        let s = policies.get("web").await.ok()?.status?;
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    let weights = || {
+        let out = kubectl(&[
+            "get",
+            "-n",
+            &ns,
+            "httproute",
+            "web",
+            "-o",
+            "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
+        ])
+        .1;
+        out.trim().to_string()
+    };
+
+    let (ok, _, err) = kubectl(&[
+        "annotate",
+        "-n",
+        &ns,
+        "rbp",
+        "web",
+        "rollback.frys.io/trigger=circuit_breaker",
+        "rollback.frys.io/reason=drill",
+    ]);
+    assert!(ok, "{err}");
+    // Open: the target's weight went to the fallback (polled: the window is openDuration).
+    let open_weights = eventually("the breaker open on the route", TIMEOUT, || async {
+        let w = weights();
+        w.contains("web-maintenance=100").then_some(w)
+    })
+    .await;
+    let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
+    let opened = eventually("the breaker verified", TIMEOUT, || async {
+        let e = events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()?;
+        let s = e.status.clone()?;
+        assert_ne!(s.phase, EventPhase::Failed, "{s:?}");
+        (s.phase == EventPhase::Succeeded).then_some(e)
+    })
+    .await;
+    let half_opened = eventually("half-open: weights restored", TIMEOUT, || async {
+        let e = events.get(opened.metadata.name.as_deref()?).await.ok()?;
+        let message = e.status?.message?;
+        message.starts_with("half-open").then_some(message)
+    })
+    .await;
+    assert!(
+        open_weights.contains("web=0") && open_weights.contains("web-maintenance=100"),
+        "while open: {open_weights}"
+    );
+    assert_eq!(weights(), "web=100", "after half-open ({half_opened})");
+}

@@ -367,3 +367,37 @@ impl Operator {
             .unwrap()
     }
 }
+
+/// Installs the minimal Gateway API HTTPRoute and Istio VirtualService CRDs of the test
+/// fixtures (the operator needs only their schemas, not their controllers).
+pub async fn install_route_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for file in [
+        "httproutes.gateway.networking.k8s.io",
+        "virtualservices.networking.istio.io",
+    ] {
+        let path = repo_root().join(format!("tests/fixtures/crds/{file}.yaml"));
+        let crd: CustomResourceDefinition =
+            yaml_serde::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        api.patch(
+            file,
+            &PatchParams::apply("frys-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {}: {e}", path.display()));
+        eventually(
+            &format!("CRD {file} Established"),
+            Duration::from_secs(30),
+            || async {
+                let crd = api.get(file).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
