@@ -660,3 +660,213 @@ spec:
     );
     assert_eq!(weights(), "web=100", "after half-open ({half_opened})");
 }
+
+async fn service(client: &kube::Client, ns: &str, name: &str, selector: serde_json::Value) {
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+}
+
+/// Triggers a strategy by annotation and waits for its event to finish; returns it.
+async fn trigger(client: &kube::Client, ns: &str, strategy: &str) -> RollbackEvent {
+    let (ok, _, err) = kubectl(&[
+        "annotate",
+        "--overwrite",
+        "-n",
+        ns,
+        "rbp",
+        "web",
+        &format!("rollback.frys.io/trigger={strategy}"),
+    ]);
+    assert!(ok, "{err}");
+    let events: Api<RollbackEvent> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("{strategy} finished"), TIMEOUT, || async {
+        let e = events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.spec
+                    .strategy
+                    .as_str()
+                    .eq_ignore_ascii_case(&strategy.replace('_', ""))
+            })?;
+        e.status.as_ref()?.phase.is_finished().then_some(e)
+    })
+    .await
+}
+
+/// Traffic shifting moves the weight from the failing backend to the standby, on a Gateway API
+/// HTTPRoute and on an Istio VirtualService.
+#[tokio::test]
+async fn traffic_shifting_on_an_httproute_and_a_virtualservice() {
+    if !support::require_simulator("traffic_shifting_on_an_httproute_and_a_virtualservice") {
+        return;
+    }
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    support::install_route_crds(&client).await;
+    for (router, route, read) in [
+        (
+            "httpRoute",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\nspec:\n  rules:\n    - backendRefs: [{name: web-canary, port: 80, weight: 20}, {name: web-stable, port: 80, weight: 80}]\n",
+            (
+                "httproute/web",
+                "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
+            ),
+        ),
+        (
+            "virtualService",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\nspec:\n  hosts: [web]\n  http:\n    - route:\n        - {destination: {host: web-canary}, weight: 20}\n        - {destination: {host: web-stable}, weight: 80}\n",
+            (
+                "virtualservice/web",
+                "jsonpath={range .spec.http[0].route[*]}{.destination.host}={.weight} {end}",
+            ),
+        ),
+    ] {
+        let ns = support::namespace(&client, "rm-shift").await;
+        let _operator = Operator::start(&ns, &[]).await;
+        for name in ["web", "web-canary", "web-stable"] {
+            Api::<Deployment>::namespaced(client.clone(), &ns)
+                .create(&PostParams::default(), &deployment(name, "demo:v1"))
+                .await
+                .unwrap();
+        }
+        service(&client, &ns, "web-canary", json!({"app": "web-canary"})).await;
+        service(&client, &ns, "web-stable", json!({"app": "web-stable"})).await;
+        let (ok, _, err) = kubectl_apply(&ns, route);
+        assert!(ok, "{router}: {err}");
+        let policy = format!(
+            "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackPolicy\nmetadata: {{name: web}}\nspec:\n  targetRef: {{name: web}}\n  interval: 1s\n  rateWindow: 5s\n  metrics: [{{name: errors, preset: errorRate}}]\n  strategies:\n    - type: TrafficShifting\n      trafficShifting: {{{router}: web, from: web-canary, to: web-stable}}\n  verification: {{stabilizationDelay: 1s, timeout: 30s, consecutivePasses: 1}}\n"
+        );
+        let (ok, _, err) = kubectl_apply(&ns, &policy);
+        assert!(ok, "{router}: {err}");
+        // The standby is serving before traffic moves to it.
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        eventually("web-stable available", TIMEOUT, || async {
+            (deployments
+                .get("web-stable")
+                .await
+                .ok()?
+                .status?
+                .available_replicas
+                == Some(2))
+            .then_some(())
+        })
+        .await;
+        let event = trigger(&client, &ns, "traffic_shifting").await;
+        let status = event.status.unwrap();
+        assert_eq!(status.phase, EventPhase::Succeeded, "{router}: {status:?}");
+        let (object, jsonpath) = read;
+        let weights = kubectl(&["get", "-n", &ns, object, "-o", jsonpath]).1;
+        assert_eq!(weights.trim(), "web-canary=0 web-stable=100", "{router}");
+        let verification = status.verification.unwrap();
+        let traffic = verification
+            .checks
+            .iter()
+            .find(|c| c.name == "traffic-distribution")
+            .unwrap();
+        assert_eq!(
+            traffic.status,
+            frys_rollback::api::CheckStatus::Passed,
+            "{router}: {traffic:?}"
+        );
+    }
+}
+
+/// The environment switch makes the standby ready first (scaled to the active replica count),
+/// then flips the Service selector.
+#[tokio::test]
+async fn environment_switch_flips_the_selector_after_the_standby_is_ready() {
+    if !support::require_simulator(
+        "environment_switch_flips_the_selector_after_the_standby_is_ready",
+    ) {
+        return;
+    }
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    let ns = support::namespace(&client, "rm-switch").await;
+    let _operator = Operator::start(&ns, &[]).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    for (name, color, replicas) in [("web", "green", 2), ("web-blue", "blue", 0)] {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": {"sim.frys.io/ready-delay": "2s"}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web", "color": color}},
+                     "template": {"metadata": {"labels": {"app": "web", "color": color}},
+                                  "spec": {"containers": [{"name": "app", "image": "demo:v1", "ports": [{"containerPort": 8080}]}]}}}
+        }))
+        .unwrap();
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+    }
+    service(&client, &ns, "web", json!({"app": "web", "color": "green"})).await;
+    let policy = "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackPolicy\nmetadata: {name: web}\nspec:\n  targetRef: {name: web}\n  interval: 1s\n  rateWindow: 5s\n  metrics: [{name: errors, preset: errorRate}]\n  strategies:\n    - type: EnvironmentSwitch\n      environmentSwitch: {service: web, selectorKey: color, activeValue: green, standbyValue: blue, standbyRef: web-blue, scaleStandby: true}\n  verification: {stabilizationDelay: 1s, timeout: 30s, consecutivePasses: 1}\n";
+    let (ok, _, err) = kubectl_apply(&ns, policy);
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl(&[
+        "annotate",
+        "-n",
+        &ns,
+        "rbp",
+        "web",
+        "rollback.frys.io/trigger=EnvironmentSwitch",
+    ]);
+    assert!(ok, "{err}");
+
+    // Watch the switch happen: when the selector says blue, the standby is already available.
+    let standby_at_switch = eventually("the selector switched", TIMEOUT, || async {
+        let selector = kubectl(&[
+            "get",
+            "-n",
+            &ns,
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.selector.color}",
+        ])
+        .1;
+        if selector != "blue" {
+            return None;
+        }
+        deployments
+            .get("web-blue")
+            .await
+            .ok()?
+            .status?
+            .available_replicas
+    })
+    .await;
+    assert_eq!(
+        standby_at_switch, 2,
+        "switched before the standby was ready"
+    );
+    let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
+    let status = eventually("the switch verified", TIMEOUT, || async {
+        let s = events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()?
+            .status?;
+        s.phase.is_finished().then_some(s)
+    })
+    .await;
+    assert_eq!(status.phase, EventPhase::Succeeded, "{status:?}");
+    let recorded = serde_json::to_string(&status.actions).unwrap();
+    assert!(
+        recorded.contains("green"),
+        "the previous selector is recorded: {recorded}"
+    );
+}
