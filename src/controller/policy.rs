@@ -390,6 +390,9 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
     .await?;
 
     prune_history(ctx, &policy, &pctx.events).await;
+    if usable && !suspended {
+        auto_restore(ctx, &policy, &status, &pctx.events).await;
+    }
 
     let changed = previous_ready
         .as_ref()
@@ -791,6 +794,93 @@ fn short_reason(action: &Remediate, assessment: &assess::Assessment) -> String {
 fn round(v: f64) -> String {
     let s = format!("{v:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Traffic rungs whose changes are still in place once the target has been healthy for
+/// `autoRestore.restoreAfter` (pure): the events to undo.
+pub fn due_for_restore(
+    policy: &RollbackPolicy,
+    status: &RollbackPolicyStatus,
+    events: &[Arc<RollbackEvent>],
+    now: Timestamp,
+) -> Vec<String> {
+    let Some(after) = policy
+        .spec
+        .auto_restore
+        .as_ref()
+        .and_then(|a| a.restore_after.get().ok())
+    else {
+        return vec![];
+    };
+    let healthy_since = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Healthy" && c.status == "True")
+        .map(|c| c.last_transition_time.0);
+    let Some(since) = healthy_since else {
+        return vec![];
+    };
+    // Healthy for `after` since the later of the healthy transition and the event's end.
+    let long_enough = |e: &RollbackEvent| {
+        let completed = e
+            .status
+            .as_ref()
+            .and_then(|s| s.completed_at.as_ref())
+            .map(|t| t.0);
+        let from = completed.map_or(since, |c| c.max(since));
+        now > from && now.duration_since(from).unsigned_abs() >= after
+    };
+    events
+        .iter()
+        .filter(|e| e.spec.policy_ref.name == policy.name_any())
+        .filter(|e| {
+            matches!(
+                e.spec.strategy,
+                StrategyKind::CircuitBreaker
+                    | StrategyKind::TrafficShifting
+                    | StrategyKind::EnvironmentSwitch
+            )
+        })
+        .filter(|e| !e.annotations().contains_key(annotations::UNDO) && long_enough(e))
+        .filter(|e| {
+            e.status.as_ref().is_some_and(|s| {
+                s.phase == EventPhase::Succeeded
+                    && s.actions
+                        .iter()
+                        .any(|a| !a.undone && a.applied_at.is_some())
+            })
+        })
+        .map(|e| e.name_any())
+        .collect()
+}
+
+/// `autoRestore`: asks the event controller to undo traffic rungs once the target has been
+/// healthy for long enough (the same path as a person's `rollback.frys.io/undo=true`).
+async fn auto_restore(
+    ctx: &Context,
+    policy: &RollbackPolicy,
+    status: &RollbackPolicyStatus,
+    events: &Store<RollbackEvent>,
+) {
+    let ns = policy.namespace().unwrap_or_default();
+    let own: Vec<_> = events
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(ns.as_str()))
+        .collect();
+    let api: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    for name in due_for_restore(policy, status, &own, Timestamp::now()) {
+        let patch = json!({"metadata": {"annotations": {annotations::UNDO: "true"}}});
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(event = %name, namespace = %ns, "healthy for restoreAfter: restoring the traffic rung")
+            }
+            Err(error) => tracing::warn!(event = %name, %error, "requesting an automatic restore"),
+        }
+    }
 }
 
 /// Finished events of the policy beyond its historyLimit, oldest first (pure).

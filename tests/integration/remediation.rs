@@ -745,7 +745,7 @@ async fn traffic_shifting_on_an_httproute_and_a_virtualservice() {
         let (ok, _, err) = kubectl_apply(&ns, route);
         assert!(ok, "{router}: {err}");
         let policy = format!(
-            "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackPolicy\nmetadata: {{name: web}}\nspec:\n  targetRef: {{name: web}}\n  interval: 1s\n  rateWindow: 5s\n  metrics: [{{name: errors, preset: errorRate}}]\n  strategies:\n    - type: TrafficShifting\n      trafficShifting: {{{router}: web, from: web-canary, to: web-stable}}\n  verification: {{stabilizationDelay: 1s, timeout: 30s, consecutivePasses: 1}}\n"
+            "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackPolicy\nmetadata: {{name: web}}\nspec:\n  targetRef: {{name: web}}\n  interval: 1s\n  rateWindow: 5s\n  metrics: [{{name: errors, preset: errorRate}}]\n  strategies:\n    - type: TrafficShifting\n      trafficShifting: {{{router}: web, from: web-canary, to: web-stable}}\n  verification: {{stabilizationDelay: 1s, timeout: 30s, consecutivePasses: 1}}\n  autoRestore: {{restoreAfter: 4s}}\n"
         );
         let (ok, _, err) = kubectl_apply(&ns, &policy);
         assert!(ok, "{router}: {err}");
@@ -779,6 +779,17 @@ async fn traffic_shifting_on_an_httproute_and_a_virtualservice() {
             frys_rollback::api::CheckStatus::Passed,
             "{router}: {traffic:?}"
         );
+
+        // autoRestore: healthy for restoreAfter after the shift, the weights come back.
+        eventually(
+            &format!("{router}: restored automatically"),
+            TIMEOUT,
+            || async {
+                let w = kubectl(&["get", "-n", &ns, object, "-o", jsonpath]).1;
+                (w.trim() == "web-canary=20 web-stable=80").then_some(())
+            },
+        )
+        .await;
     }
 }
 
