@@ -1088,6 +1088,13 @@ async fn publish(
     message: String,
 ) {
     let name = policy.name_any();
+    ctx.metrics
+        .alerts
+        .get_or_create(&crate::telemetry::metrics::AlertLabels {
+            level: level.as_str(),
+            reason: reason.to_owned(),
+        })
+        .inc();
     match level {
         AlertLevel::Info => tracing::info!(policy = %name, %reason, %message, "alert"),
         AlertLevel::Warning => tracing::warn!(policy = %name, %reason, %message, "alert"),

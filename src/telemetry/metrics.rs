@@ -20,6 +20,12 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub level: &'static str,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
     pub outcome: &'static str,
 }
@@ -34,6 +40,7 @@ pub struct Metrics {
     pub prometheus_queries: Family<QueryLabels, Counter>,
     pub prometheus_query_duration: Histogram,
     pub policies: Gauge,
+    pub alerts: Family<AlertLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -49,6 +56,7 @@ impl Default for Metrics {
         let prometheus_query_duration =
             Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let policies = Gauge::default();
+        let alerts = Family::<AlertLabels, Counter>::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -75,6 +83,11 @@ impl Default for Metrics {
             "RollbackPolicies known to the operator",
             policies.clone(),
         );
+        registry.register(
+            "alerts",
+            "Alerts raised, by level and reason",
+            alerts.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(registry),
             reconciles,
@@ -83,6 +96,7 @@ impl Default for Metrics {
             prometheus_queries,
             prometheus_query_duration,
             policies,
+            alerts,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Logs (tracing, JSON or text) and the operator's own Prometheus metrics.
 
-mod metrics;
+pub mod metrics;
 
 pub use metrics::{Metrics, ReconcileTimer};
 

@@ -143,6 +143,11 @@ async fn ready_follows_the_target_and_one_policy_per_target() {
         "{metrics}"
     );
     assert!(metrics.contains("frys_rollback_policies 2"), "{metrics}");
+    assert!(
+        metrics
+            .contains("frys_rollback_alerts_total{level=\"Warning\",reason=\"TargetNotFound\"} 1"),
+        "{metrics}"
+    );
 
     // SIGTERM stops it cleanly.
     let status = operator.stop().await;
