@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod decide;
+pub mod notify;
 pub mod prometheus;
 pub mod server;
 pub mod strategy;
