@@ -37,6 +37,8 @@ pub struct Context {
     pub namespace: Option<String>,
     /// For verification's HTTP checks (connections pooled across events).
     pub http: reqwest::Client,
+    /// Sends alerts to the policies' webhook sinks, never blocking a reconcile.
+    pub notifier: crate::notify::Notifier,
 }
 
 /// Errors of a reconciliation; each is retried by the controller's error policy.
@@ -115,6 +117,7 @@ pub async fn run(
         metrics,
         namespace,
         http: reqwest::Client::new(),
+        notifier: crate::notify::Notifier::default(),
     });
 
     let (events, event_store) = event::controller(ctx.clone(), shutdown.clone());

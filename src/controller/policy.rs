@@ -1102,6 +1102,22 @@ async fn publish(
             tracing::error!(policy = %name, %reason, %message, level = %level, "alert")
         }
     }
+    // Webhooks (policy.spec.notifications): sent in the background, never blocking here.
+    let ns = policy.namespace().unwrap_or_default();
+    drop(ctx.notifier.notify(
+        &ctx.client,
+        &ns,
+        &policy.spec.notifications,
+        crate::notify::Alert {
+            level,
+            reason: reason.to_owned(),
+            message: message.clone(),
+            policy: name.clone(),
+            namespace: ns.clone(),
+            environment: ctx.config.environment.clone(),
+            time: Timestamp::now(),
+        },
+    ));
     let event = Event {
         type_: if level == AlertLevel::Info {
             EventType::Normal
