@@ -260,3 +260,34 @@ async fn trigger_emergency_and_undo_annotate() {
         "force"
     );
 }
+
+#[tokio::test]
+async fn trigger_wait_follows_the_new_event_until_it_finishes() {
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    let ns = support::namespace(&client, "cli-wait").await;
+    let (ok, _, err) = kubectl(&["create", "deployment", "web", "--image=demo:v1", "-n", &ns]);
+    assert!(ok, "{err}");
+    // Dry run: the operator decides and records a Skipped event without touching anything.
+    let (ok, _, err) = kubectl_apply(&ns, &format!("{POLICY}  dryRun: true\n"));
+    assert!(ok, "{err}");
+    let _operator = support::Operator::start(&ns, &[]).await;
+
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        cli(&[
+            "trigger",
+            "web",
+            "VersionRollback",
+            "-n",
+            &ns,
+            "--wait",
+            "--timeout",
+            "60s",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("Skipped: dry run"), "{out}");
+    assert!(err.contains("Skipped"), "progress on stderr: {err}");
+}
