@@ -1,10 +1,19 @@
-//! The `frys-rollback` command line: `run` the operator, print the `crd`s.
+//! The `frys-rollback` command line: `run` the operator, print the `crd`s, and the people-facing
+//! commands (`status`, `report`, `trigger`, `emergency`, `undo`, `verify`) that talk to the
+//! cluster in KUBECONFIG: results on stdout, progress on stderr.
 
+mod output;
+mod report;
 mod run;
+mod status;
+mod trigger;
+mod undo;
+mod verify;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+pub use report::{Report, aggregate};
 pub use run::RunArgs;
 
 /// frys-rollback: keeps Deployments healthy through bad releases.
@@ -25,6 +34,21 @@ pub enum Command {
         #[arg(long)]
         write: Option<std::path::PathBuf>,
     },
+    /// One row per RollbackPolicy: target, readiness, health, score, failure streak, open
+    /// incident, last remediation and the settings in force.
+    Status(status::StatusArgs),
+    /// Statistics of the RollbackEvents created in a window: counts by strategy, type and
+    /// phase, success and verification pass rates, mean and p95 duration, and the failures.
+    Report(report::ReportArgs),
+    /// Run a manual remediation with STRATEGY (annotates the policy with rollback.frys.io/trigger).
+    Trigger(trigger::TriggerArgs),
+    /// Stop the workload now (annotates the policy with rollback.frys.io/emergency).
+    Emergency(trigger::EmergencyArgs),
+    /// Undo a finished RollbackEvent's changes (annotates it with rollback.frys.io/undo).
+    Undo(undo::UndoArgs),
+    /// Show the verification report of the policy's latest verified RollbackEvent: overall
+    /// verdict, each check (category, status, duration, details) and the recommendations.
+    Verify(verify::VerifyArgs),
 }
 
 impl Cli {
@@ -45,6 +69,12 @@ impl Cli {
                 }
                 Ok(())
             }
+            Command::Status(args) => status::run(args).await,
+            Command::Report(args) => report::run(args).await,
+            Command::Trigger(args) => trigger::trigger(args).await,
+            Command::Emergency(args) => trigger::emergency(args).await,
+            Command::Undo(args) => undo::run(args).await,
+            Command::Verify(args) => verify::run(args).await,
         }
     }
 }

@@ -5,6 +5,7 @@ mod api_schema;
 mod apiserver;
 mod assessment;
 mod chart;
+mod cli;
 mod operator;
 mod remediation;
 mod simulator;
