@@ -435,7 +435,33 @@ spec:
     - type: EnvironmentSwitch
       environmentSwitch: {service: web, selectorKey: color, activeValue: green, standbyValue: blue, standbyRef: web-blue}
   verification: {stabilizationDelay: 1s, timeout: 8s, consecutivePasses: 1}
+  notifications:
+    - {webhook: {urlSecretRef: {name: oncall-webhook, key: url}, format: Json}, minLevel: Emergency}
 "#;
+    // A webhook receiver for the Emergency alert, its URL in a Secret.
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+        json!({"metadata": {"name": "oncall-webhook"}, "stringData": {"url": hook}}),
+    )
+    .unwrap();
+    Api::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     let (ok, _, err) = kubectl_apply(&ns, policy);
     assert!(ok, "{err}");
     let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
@@ -473,6 +499,27 @@ spec:
         .find(|c| c.type_ == "Degraded")
         .unwrap();
     assert_eq!(degraded.reason, "IncidentFailed", "{degraded:?}");
+
+    // The Emergency alert of the failed incident went out through the webhook.
+    let alert = eventually("the Emergency webhook", TIMEOUT, || async {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|a| a["level"] == "Emergency")
+            .cloned()
+    })
+    .await;
+    assert_eq!(alert["reason"], "IncidentFailed", "{alert}");
+    assert_eq!(alert["policy"], "web", "{alert}");
+    assert!(
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| a["level"] == "Emergency"),
+        "minLevel Emergency let lower alerts through"
+    );
 
     // The two events, linked: the failed rollback points at the escalation and back.
     let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
