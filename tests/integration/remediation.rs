@@ -9,7 +9,7 @@ use frys_rollback::api::{
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{ListParams, PostParams},
 };
 use serde_json::json;
 
@@ -118,14 +118,7 @@ spec:
 
     // The bad release.
     let released = Instant::now();
-    deployments
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "demo:v2-faulty"}]}}}})),
-        )
-        .await
-        .unwrap();
+    support::set_image(&deployments, "web", "demo:v2-faulty").await;
 
     let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
     let event = eventually("the rollback event Succeeded", TIMEOUT, || async {
@@ -256,35 +249,12 @@ async fn a_crash_after_applying_resumes_without_repeating() {
         .await
         .unwrap();
     // Revision 1 must exist before the template changes, or there is no earlier revision.
-    eventually("revision 1", TIMEOUT, || async {
-        let d = deployments.get("web").await.ok()?;
-        (d.metadata
-            .annotations?
-            .get("deployment.kubernetes.io/revision")?
-            == "1")
-            .then_some(())
-    })
-    .await;
-    deployments
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "demo:v2"}]}}}})),
-        )
-        .await
-        .unwrap();
+    support::wait_for_revision(&deployments, "web", "1").await;
+    support::set_image(&deployments, "web", "demo:v2").await;
     let policy = "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackPolicy\nmetadata: {name: web}\nspec:\n  targetRef: {name: web}\n  metrics: [{name: errors, preset: errorRate}]\n  strategies: [{type: VersionRollback}]\n  verification: {stabilizationDelay: 1s, timeout: 1m}\n";
     let (ok, _, err) = kubectl_apply(&ns, policy);
     assert!(ok, "{err}");
-    eventually("revision 2", TIMEOUT, || async {
-        let d = deployments.get("web").await.ok()?;
-        (d.metadata
-            .annotations?
-            .get("deployment.kubernetes.io/revision")?
-            == "2")
-            .then_some(())
-    })
-    .await;
+    support::wait_for_revision(&deployments, "web", "2").await;
 
     let doomed =
         Operator::start_with_env(&ns, &[], &[("FRYS_FAILPOINT", "abort-after-apply")]).await;
@@ -400,23 +370,8 @@ async fn failed_verification_escalates_then_holds_until_ack() {
         .create(&PostParams::default(), &service)
         .await
         .unwrap();
-    eventually("revision 1", TIMEOUT, || async {
-        let d = deployments.get("web").await.ok()?;
-        (d.metadata
-            .annotations?
-            .get("deployment.kubernetes.io/revision")?
-            == "1")
-            .then_some(())
-    })
-    .await;
-    deployments
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "demo:v2"}]}}}})),
-        )
-        .await
-        .unwrap();
+    support::wait_for_revision(&deployments, "web", "1").await;
+    support::set_image(&deployments, "web", "demo:v2").await;
     let policy = r#"
 apiVersion: rollback.frys.io/v1alpha1
 kind: RollbackPolicy

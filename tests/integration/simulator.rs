@@ -11,7 +11,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{ListParams, PostParams},
 };
 use serde_json::json;
 
@@ -26,16 +26,6 @@ fn error_ratio(ns: &str, app: &str) -> String {
     format!(
         r#"sum(rate(http_requests_total{{namespace="{ns}",app="{app}",code=~"5.."}}[5s])) / sum(rate(http_requests_total{{namespace="{ns}",app="{app}"}}[5s]))"#
     )
-}
-
-async fn set_image(api: &Api<Deployment>, name: &str, image: &str) {
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}})),
-    )
-    .await
-    .unwrap();
 }
 
 async fn revision(api: &Api<Deployment>, name: &str) -> Option<String> {
@@ -117,7 +107,7 @@ async fn deployments_get_revisions_pods_and_endpoints() {
     assert_eq!(endpoints, sorted);
 
     // A template change is revision 2 with a new ReplicaSet; the old one is scaled to zero.
-    set_image(&deployments, "web", "demo:v2").await;
+    support::set_image(&deployments, "web", "demo:v2").await;
     eventually("revision 2", TIMEOUT, || async {
         (revision(&deployments, "web").await? == "2").then_some(())
     })
@@ -142,7 +132,7 @@ async fn deployments_get_revisions_pods_and_endpoints() {
     assert_eq!(replicas.len(), 2);
 
     // Back to the first template: like upstream, that ReplicaSet becomes revision 3.
-    set_image(&deployments, "web", "demo:v1").await;
+    support::set_image(&deployments, "web", "demo:v1").await;
     eventually("rolled-back template is revision 3", TIMEOUT, || async {
         (revision(&deployments, "web").await? == "3").then_some(())
     })
@@ -172,7 +162,7 @@ async fn a_faulty_image_raises_the_error_rate_prometheus_sees() {
     .await;
     assert!(healthy < 0.01, "{healthy}");
 
-    set_image(&deployments, "web", "demo:v2-faulty").await;
+    support::set_image(&deployments, "web", "demo:v2-faulty").await;
     let faulty = eventually("error ratio of the faulty image", TIMEOUT, || async {
         query_scalar(&prometheus, &query)
             .await
@@ -185,7 +175,7 @@ async fn a_faulty_image_raises_the_error_rate_prometheus_sees() {
     );
 
     // Reverting the template brings it back down once the faulty pods' samples leave the window.
-    set_image(&deployments, "web", "demo:v1").await;
+    support::set_image(&deployments, "web", "demo:v1").await;
     eventually(
         "error ratio back to healthy after revert",
         TIMEOUT,
@@ -224,7 +214,7 @@ async fn runtime_faults_are_scoped_by_image() {
     .await;
     assert!((850.0..=950.0).contains(&slow), "{slow}");
     // The fault belongs to demo:v1 only: another image is fast.
-    set_image(&deployments, "api", "demo:v2").await;
+    support::set_image(&deployments, "api", "demo:v2").await;
     eventually("p95 fast again on another image", TIMEOUT, || async {
         query_scalar(&prometheus, &p95).await.filter(|v| *v < 100.0)
     })

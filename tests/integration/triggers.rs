@@ -7,7 +7,7 @@ use frys_rollback::api::{EventPhase, EventType, RollbackEvent, StrategyKind};
 use k8s_openapi::api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler};
 use kube::{
     Api,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{ListParams, PostParams},
 };
 use serde_json::json;
 
@@ -68,24 +68,9 @@ async fn a_trigger_on_the_policy_runs_once() {
     };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     // Revision 1 must exist before the template changes, or there is no earlier revision.
-    eventually("revision 1", TIMEOUT, || async {
-        let d = deployments.get("web").await.ok()?;
-        (d.metadata
-            .annotations?
-            .get("deployment.kubernetes.io/revision")?
-            == "1")
-            .then_some(())
-    })
-    .await;
+    support::wait_for_revision(&deployments, "web", "1").await;
     // A second revision, healthy: a person still wants to go back.
-    deployments
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "demo:v2"}]}}}})),
-        )
-        .await
-        .unwrap();
+    support::set_image(&deployments, "web", "demo:v2").await;
     eventually("revision 2 rolled out", TIMEOUT, || async {
         let d = deployments.get("web").await.ok()?;
         let revision = d

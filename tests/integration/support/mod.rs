@@ -401,3 +401,33 @@ pub async fn install_route_crds(client: &Client) {
         .await;
     }
 }
+
+/// Waits until a Deployment carries `deployment.kubernetes.io/revision` = `revision`.
+pub async fn wait_for_revision(
+    api: &Api<k8s_openapi::api::apps::v1::Deployment>,
+    name: &str,
+    revision: &str,
+) {
+    eventually(
+        &format!("{name} at revision {revision}"),
+        Duration::from_secs(90),
+        || async {
+            let d = api.get(name).await.ok()?;
+            (d.metadata
+                .annotations?
+                .get("deployment.kubernetes.io/revision")?
+                == revision)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Sets the image of a Deployment's `app` container (a strategic merge patch, as
+/// `kubectl set image` does).
+pub async fn set_image(api: &Api<k8s_openapi::api::apps::v1::Deployment>, name: &str, image: &str) {
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+    api.patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap_or_else(|e| panic!("setting the image of {name}: {e}"));
+}
