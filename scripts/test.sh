@@ -75,4 +75,9 @@ for version in 1.30.0 1.36.0; do
 done
 
 step "cargo test"
-cargo test --workspace --locked
+# --all-targets: libraries, binaries and test targets (the crates have no doc tests).
+log=$(mktemp)
+cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+# One closing line for the whole run, summed over the test binaries.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
