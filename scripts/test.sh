@@ -49,7 +49,8 @@ else
 	FRYS_TESTENV_DIR=$(mktemp -d "${TMPDIR:-/tmp}/frys-testenv.XXXXXX")
 	export FRYS_TESTENV_DIR
 	export FRYS_SIM_BIN="$CARGO_TARGET_DIR/debug/frys-sim"
-	trap 'scripts/testenv.sh down >&2 || true; rm -rf "$FRYS_TESTENV_DIR"' EXIT
+	teardown() { scripts/testenv.sh down >&2 || true; rm -rf "$FRYS_TESTENV_DIR"; }
+	trap teardown EXIT
 	step "starting the test environment in $FRYS_TESTENV_DIR"
 	env_lines=$(scripts/testenv.sh up)
 	eval "$env_lines"
@@ -78,6 +79,11 @@ step "cargo test"
 # --all-targets: libraries, binaries and test targets (the crates have no doc tests).
 log=$(mktemp)
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+# Stop the environment first, so the run's last line is the total.
+if declare -F teardown >/dev/null; then
+	teardown
+	trap - EXIT
+fi
 # One closing line for the whole run, summed over the test binaries.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
