@@ -210,26 +210,9 @@ spec:
         "demo:v2-faulty"
     );
 
-    // The operator changed the template with a guarded JSON Patch, once.
+    // The operator changed the template twice: the rollback and its undo, nothing repeated.
     if env().request_log.is_some() {
-        let patches = env()
-            .requests()
-            .into_iter()
-            .filter(|r| {
-                r["namespace"] == ns.as_str()
-                    && r["resource"] == "deployments"
-                    && r["verb"] == "patch"
-            })
-            .filter(|r| {
-                r["userAgent"]
-                    .as_str()
-                    .is_some_and(|u| u.contains("frys-rollback") || u.starts_with("kube-rs"))
-            })
-            .count();
-        assert!(
-            patches >= 1,
-            "no patch of the Deployment by the operator in the request log"
-        );
+        assert_eq!(support::operator_patches(&ns, "deployments"), 2);
     }
 }
 
@@ -304,25 +287,11 @@ async fn a_crash_after_applying_resumes_without_repeating() {
     assert_eq!(image(&deployments.get("web").await.unwrap()), "demo:v1");
 
     if env().request_log.is_some() {
-        let template_patches = env()
-            .requests()
-            .into_iter()
-            .filter(|r| {
-                r["namespace"] == ns.as_str()
-                    && r["resource"] == "deployments"
-                    && r["subresource"] == ""
-            })
-            .filter(|r| {
-                r["verb"] == "patch"
-                    && r["userAgent"]
-                        .as_str()
-                        .is_some_and(|u| u.starts_with("frys-rollback/"))
-            })
-            .count();
-        // The trigger annotation's removal is not made by the operator on the Deployment here
-        // (it was on the policy), so every operator patch of the Deployment is the rollback.
+        // The trigger was annotated on the policy, so every operator patch of the Deployment
+        // is the rollback.
         assert_eq!(
-            template_patches, 1,
+            support::operator_patches(&ns, "deployments"),
+            1,
             "the rollback was applied more than once"
         );
     }

@@ -431,3 +431,19 @@ pub async fn set_image(api: &Api<k8s_openapi::api::apps::v1::Deployment>, name: 
         .await
         .unwrap_or_else(|e| panic!("setting the image of {name}: {e}"));
 }
+
+/// Patches of `resource` objects (not subresources) in `namespace` made by the operator, from
+/// the control plane's request log (its User-Agent is `frys-rollback/<version>`).
+pub fn operator_patches(namespace: &str, resource: &str) -> usize {
+    env()
+        .requests()
+        .into_iter()
+        .filter(|r| r["namespace"] == namespace && r["resource"] == resource)
+        .filter(|r| r["verb"] == "patch" && r["subresource"] == "")
+        .filter(|r| {
+            r["userAgent"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("frys-rollback/"))
+        })
+        .count()
+}
