@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use frys_rollback::strategy::{
-    self, Cluster, Error, Kind, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, Remediation,
+    self, Cluster, Error, Kind, Objects, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, Remediation,
 };
 use k8s_openapi::{
     api::core::v1::Namespace,

@@ -36,6 +36,27 @@ pub mod annotations {
     pub const UNDO: &str = "rollback.frys.io/undo";
 }
 
+/// RollbackPolicy condition types (`status.conditions[].type`) and the reasons other code reads.
+pub mod conditions {
+    /// Config valid and every rung's references resolvable.
+    pub const READY: &str = "Ready";
+    /// The signals could be read.
+    pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
+    /// The latest assessment is conclusive and Healthy.
+    pub const HEALTHY: &str = "Healthy";
+    /// An incident is open.
+    pub const DEGRADED: &str = "Degraded";
+    /// A remediation of the incident is running.
+    pub const ROLLBACK_IN_PROGRESS: &str = "RollbackInProgress";
+    /// `spec.suspend` is set.
+    pub const SUSPENDED: &str = "Suspended";
+
+    /// Ready reason for a rung whose objects are missing; the policy is still evaluated.
+    pub const REFERENCE_MISSING: &str = "RungReferenceMissing";
+    /// Ready reason for a spec the engine cannot use.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+}
+
 /// The CRDs, each with the file name it has in `crds/`.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     let mut crds = vec![

@@ -16,6 +16,7 @@
 //!   incident, and `conclusive: false`, which never lets it remediate;
 //! - the score is display only (see [`score`]).
 
+mod readings;
 mod score;
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
@@ -23,6 +24,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+pub use readings::signals;
 pub use score::{badness, score};
 
 use crate::api::{

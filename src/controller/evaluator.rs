@@ -6,7 +6,7 @@
 //! the same interval fall due together and their queries are shared.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -22,29 +22,17 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 
-use super::{Context, Shutdown};
+use super::{
+    Context, Shutdown,
+    evaluation::{Evaluation, EvaluationError, key},
+};
 use crate::{
-    api::RollbackPolicy,
-    prometheus::{self, ClientCache, Endpoint, PolicyQueries, Reading, Signal},
+    api::{RollbackPolicy, conditions},
+    prometheus::{self, ClientCache, Endpoint, PolicyQueries, Signal},
 };
 
 /// How often the evaluator looks for due policies (the finest interval it honours).
 const TICK: Duration = Duration::from_millis(250);
-
-/// Why a policy could not be evaluated at all.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EvaluationError {
-    /// PascalCase condition reason.
-    pub reason: &'static str,
-    pub message: String,
-}
-
-/// The result of one evaluation of a policy's signals.
-#[derive(Clone, Debug)]
-pub struct Evaluation {
-    pub at: Timestamp,
-    pub readings: Result<BTreeMap<String, Reading>, EvaluationError>,
-}
 
 /// Shared between the evaluator task and the policy reconciler.
 pub struct Evaluator {
@@ -56,15 +44,6 @@ pub struct Evaluator {
     latest: Mutex<HashMap<String, Evaluation>>,
     /// The aligned tick at which each policy was last evaluated.
     last_tick: Mutex<HashMap<String, u128>>,
-}
-
-/// `namespace/name`: the key of a policy in the evaluator.
-pub fn key(policy: &RollbackPolicy) -> String {
-    format!(
-        "{}/{}",
-        policy.namespace().unwrap_or_default(),
-        policy.name_any()
-    )
 }
 
 impl Evaluator {
@@ -114,6 +93,7 @@ impl Evaluator {
     }
 
     /// One tick: evaluates the due policies, returns them.
+    #[tracing::instrument(name = "evaluator_tick", level = "debug", skip_all)]
     async fn tick(&self) -> Vec<ObjectRef<RollbackPolicy>> {
         let now = Timestamp::now();
         let due: Vec<Arc<RollbackPolicy>> = self
@@ -186,6 +166,10 @@ impl Evaluator {
     }
 
     /// What the planner needs for one policy.
+    #[tracing::instrument(level = "debug", skip_all, fields(
+        policy = %policy.name_any(),
+        namespace = policy.namespace().unwrap_or_default(),
+    ))]
     async fn queries(
         &self,
         policy: &RollbackPolicy,
@@ -268,7 +252,8 @@ fn evaluable(policy: &RollbackPolicy) -> bool {
     };
     // A rung with a missing reference is reported but does not stop monitoring.
     let ready = status.conditions.iter().any(|c| {
-        c.type_ == "Ready" && (c.status == "True" || c.reason == super::policy::REFERENCE_MISSING)
+        c.type_ == conditions::READY
+            && (c.status == "True" || c.reason == conditions::REFERENCE_MISSING)
     });
     ready && !policy.spec.suspend && status.observed_generation == policy.metadata.generation
 }

@@ -22,8 +22,7 @@ use super::{Context, EVENT_MANAGER, Error, Shutdown, evaluator, scoped_api};
 use crate::{
     api::{
         EffectiveSettings, EventPhase, EventType, RollbackEvent, RollbackEventStatus,
-        RollbackPolicy, StrategyKind, VerificationReport, VerificationStatus, annotations,
-        duration,
+        RollbackPolicy, VerificationReport, VerificationStatus, annotations, duration,
     },
     config,
     prometheus::PrometheusClient,
@@ -59,6 +58,12 @@ pub fn owner_reference(policy: &RollbackPolicy) -> Option<OwnerReference> {
     Some(owner)
 }
 
+#[tracing::instrument(skip_all, fields(
+    event = %event.name_any(),
+    namespace = event.namespace().unwrap_or_default(),
+    policy = %event.spec.policy_ref.name,
+    strategy = %event.spec.strategy,
+))]
 async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started(NAME);
     let ns = event
@@ -93,7 +98,7 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
 
     let Some(policy) = policies.get_opt(policy_name).await? else {
         let message = format!("RollbackPolicy {policy_name} not found in namespace {ns}");
-        tracing::warn!(event = %name, namespace = %ns, %message, "event refused");
+        tracing::warn!(%message, "event refused");
         finish(&mut status, EventPhase::Failed, message);
         write_status(&events, &name, &status).await?;
         return Ok(Action::await_change());
@@ -115,14 +120,14 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
         None => {
             // Dry run records the decision and changes nothing; an emergency stop ignores it.
             if policy.spec.dry_run && event.spec.type_ != EventType::Emergency {
-                tracing::info!(event = %name, namespace = %ns, strategy = %event.spec.strategy, "event skipped (dry run)");
+                tracing::info!("event skipped (dry run)");
                 finish(
                     &mut status,
                     EventPhase::Skipped,
                     "dry run: decided, not applied (spec.dryRun is true)".into(),
                 );
             } else {
-                tracing::info!(event = %name, namespace = %ns, strategy = %event.spec.strategy, "event accepted");
+                tracing::info!("event accepted");
                 status.phase = EventPhase::Pending;
                 status.message = Some("accepted".into());
             }
@@ -145,17 +150,6 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
     }
 }
 
-/// The strategy to run: the policy's rung for it, or (for manual requests) a strategy that
-/// needs no parameters.
-fn remediation_for(policy: &RollbackPolicy, kind: StrategyKind) -> Result<Remediation, String> {
-    match policy.spec.strategies.iter().find(|r| r.type_ == kind) {
-        Some(rung) => Remediation::from_rung(rung).map_err(|e| e.to_string()),
-        None => Remediation::without_parameters(kind).ok_or_else(|| {
-            format!("{kind} is not in the policy's ladder and needs parameters from a rung")
-        }),
-    }
-}
-
 /// Applies the strategy. Planned actions are recorded before they are applied, so a crash in
 /// between leaves a record to resume from; a resumed plan that finds everything applied keeps
 /// that record. Each step is bounded by the policy's rollbackTimeout.
@@ -169,7 +163,7 @@ async fn execute(
     let name = event.name_any();
     let events: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
     let strategy = event.spec.strategy;
-    let remediation = match remediation_for(policy, strategy) {
+    let remediation = match Remediation::for_ladder(&policy.spec.strategies, strategy) {
         Ok(r) => r,
         Err(message) => {
             finish(status, EventPhase::Failed, message);
@@ -199,7 +193,7 @@ async fn execute(
     let plan = match tokio::time::timeout_at(deadline, remediation.plan(&cluster, target)).await {
         Ok(Ok(plan)) => plan,
         Ok(Err(error)) => {
-            tracing::error!(event = %name, namespace = %ns, %strategy, %error, "cannot remediate");
+            tracing::error!(%error, "cannot remediate");
             finish(
                 status,
                 EventPhase::Failed,
@@ -223,7 +217,7 @@ async fn execute(
                 status.actions = actions;
             }
             Ok(Err(ApplyError { actions, error })) => {
-                tracing::error!(event = %name, namespace = %ns, %strategy, %error, "remediation failed");
+                tracing::error!(%error, "remediation failed");
                 status.actions = actions;
                 finish(
                     status,
@@ -245,7 +239,7 @@ async fn execute(
             action.applied_at = Some(Time(Timestamp::now()));
         }
     }
-    tracing::info!(event = %name, namespace = %ns, %strategy, summary = %plan.summary, "applied");
+    tracing::info!(summary = %plan.summary, "applied");
     status.phase = EventPhase::Verifying;
     status.message = Some(plan.summary);
     Ok(())
@@ -322,7 +316,7 @@ async fn run_verification(
 ) -> Result<VerificationReport, Error> {
     let ns = event.namespace().unwrap_or_default();
     let target = &policy.spec.target_ref.name;
-    let remediation = match remediation_for(policy, event.spec.strategy) {
+    let remediation = match Remediation::for_ladder(&policy.spec.strategies, event.spec.strategy) {
         Ok(r) => r,
         Err(message) => return Err(Error::Invalid(message)),
     };
@@ -332,7 +326,7 @@ async fn run_verification(
             Some(PrometheusClient::new(&endpoint).map_err(|e| Error::Invalid(e.to_string()))?)
         }
         Err(error) => {
-            tracing::warn!(event = %event.name_any(), reason = error.reason, message = %error.message, "verifying without Prometheus");
+            tracing::warn!(reason = error.reason, message = %error.message, "verifying without Prometheus");
             None
         }
     };
@@ -401,12 +395,12 @@ async fn undo(
             match strategy::undo(&cluster, &status.actions, value == "force").await {
                 Ok(actions) => {
                     status.actions = actions;
-                    tracing::warn!(event = %name, namespace = %ns, "undone");
+                    tracing::warn!("undone");
                     format!("undone: {} action(s) restored", status.actions.len())
                 }
                 Err(ApplyError { actions, error }) => {
                     status.actions = actions;
-                    tracing::warn!(event = %name, namespace = %ns, %error, "undo refused");
+                    tracing::warn!(%error, "undo refused");
                     format!(
                         "undo refused: {error} (annotate rollback.frys.io/undo=force to overwrite)"
                     )
@@ -424,9 +418,11 @@ async fn undo(
     Ok(Action::await_change())
 }
 
-/// A succeeded circuit breaker whose route change is still in place.
+/// A succeeded rung that half-opens (a circuit breaker) whose change is still in place.
 fn breaker_open(event: &RollbackEvent) -> bool {
-    event.spec.strategy == StrategyKind::CircuitBreaker
+    strategy::restore_of(event.spec.strategy)
+        .half_open
+        .is_some()
         && event.status.as_ref().is_some_and(|s| {
             s.phase == EventPhase::Succeeded && s.actions.iter().any(|a| !a.undone)
         })
@@ -444,16 +440,15 @@ async fn half_open_when_due(
     let ns = event.namespace().unwrap_or_default();
     let name = event.name_any();
     let policies: Api<RollbackPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let open = match policies.get_opt(&event.spec.policy_ref.name).await? {
-        Some(policy) => policy
-            .spec
-            .strategies
-            .iter()
-            .find_map(|r| r.circuit_breaker.as_ref())
-            .map_or(Ok(strategy::DEFAULT_OPEN_DURATION), strategy::open_duration)
-            .unwrap_or(strategy::DEFAULT_OPEN_DURATION),
-        None => strategy::DEFAULT_OPEN_DURATION,
-    };
+    let kind = event.spec.strategy;
+    // The rung's openDuration, or the kind's default when the policy (or its rung) is gone.
+    let open = policies
+        .get_opt(&event.spec.policy_ref.name)
+        .await?
+        .and_then(|p| Remediation::for_ladder(&p.spec.strategies, kind).ok())
+        .and_then(|r| r.half_open_after())
+        .or(strategy::restore_of(kind).half_open)
+        .unwrap_or(strategy::DEFAULT_OPEN_DURATION);
     let opened_at = status
         .actions
         .iter()
@@ -469,7 +464,7 @@ async fn half_open_when_due(
     let message = match strategy::half_open(&cluster, &status.actions).await {
         Ok(actions) => {
             status.actions = actions;
-            tracing::info!(event = %name, namespace = %ns, "circuit half-open: traffic restored");
+            tracing::info!("circuit half-open: traffic restored");
             format!(
                 "half-open after {}: traffic restored to the target; the policy re-checks it",
                 duration::format(open)
@@ -477,7 +472,7 @@ async fn half_open_when_due(
         }
         Err(ApplyError { actions, error }) => {
             status.actions = actions;
-            tracing::warn!(event = %name, namespace = %ns, %error, "half-open refused");
+            tracing::warn!(%error, "half-open refused");
             format!("half-open refused: {error}")
         }
     };

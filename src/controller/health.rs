@@ -1,7 +1,7 @@
 //! From cluster objects and Prometheus readings to the engine's inputs, and from its results to
 //! status conditions and Kubernetes Events. No I/O here: the reconciler does that.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use k8s_openapi::{
     api::apps::v1::{Deployment, ReplicaSet},
@@ -9,50 +9,15 @@ use k8s_openapi::{
 };
 use kube::ResourceExt;
 
-use super::{condition, evaluator::Evaluation};
+use super::{condition, evaluation::Evaluation};
 use crate::{
     api::{
-        AlertLevel, EffectiveSettings, EventPhase, HealthStatus, IncidentClass, Preset,
-        RollbackEvent, RollbackPolicy, RollbackPolicySpec,
+        AlertLevel, EventPhase, HealthStatus, IncidentClass, RollbackEvent, RollbackPolicy,
+        conditions,
     },
-    assess::{self, Assessment, Probe, Sample, TargetState},
+    assess::{Assessment, Probe, TargetState},
     decide::{CriticalPolicy, PolicyState, Transition},
-    prometheus::{Reading, plan::REQUEST_RATE_SIGNAL},
 };
-
-/// The policy's signals with their readings. Rate-based presets read as low traffic below
-/// `minRequestRate`.
-pub fn signals(
-    spec: &RollbackPolicySpec,
-    effective: &EffectiveSettings,
-    readings: &BTreeMap<String, Reading>,
-) -> Vec<assess::Signal> {
-    let rate = readings
-        .get(REQUEST_RATE_SIGNAL)
-        .and_then(|r| r.as_ref().ok().copied().flatten());
-    effective
-        .metrics
-        .iter()
-        .map(|metric| {
-            let preset = spec
-                .metrics
-                .iter()
-                .find(|m| m.name == metric.name)
-                .and_then(|m| m.preset);
-            let rate_based = matches!(preset, Some(Preset::ErrorRate | Preset::ResponseTime));
-            let reading = readings
-                .get(&metric.name)
-                .cloned()
-                .unwrap_or(Ok(None))
-                .map_err(|e| e.to_string());
-            let low = assess::is_low_traffic(rate_based, rate, spec.min_request_rate);
-            assess::Signal {
-                metric: metric.clone(),
-                sample: Sample::from_query(reading, low),
-            }
-        })
-        .collect()
-}
 
 /// What assessment needs to know about the target. `replica_sets` are the Deployment's, newest
 /// revision last.
@@ -104,19 +69,26 @@ pub fn rolling_out(deployment: &Deployment) -> bool {
 /// `MetricsAvailable`: could the signals be read?
 pub fn metrics_available(evaluation: &Evaluation) -> Condition {
     let readings = match &evaluation.readings {
-        Err(e) => return condition("MetricsAvailable", false, e.reason, e.message.clone()),
+        Err(e) => {
+            return condition(
+                conditions::METRICS_AVAILABLE,
+                false,
+                e.reason,
+                e.message.clone(),
+            );
+        }
         Ok(readings) => readings,
     };
     let failures: Vec<_> = readings.values().filter_map(|r| r.as_ref().err()).collect();
     match failures.first() {
         Some(first) if failures.len() == readings.len() => condition(
-            "MetricsAvailable",
+            conditions::METRICS_AVAILABLE,
             false,
             first.reason(),
             format!("no signal could be read: {first}"),
         ),
         Some(first) => condition(
-            "MetricsAvailable",
+            conditions::METRICS_AVAILABLE,
             true,
             "PartiallyAvailable",
             format!(
@@ -126,7 +98,7 @@ pub fn metrics_available(evaluation: &Evaluation) -> Condition {
             ),
         ),
         None => condition(
-            "MetricsAvailable",
+            conditions::METRICS_AVAILABLE,
             true,
             "QueriesSucceeded",
             format!("{} signal(s) read", readings.len()),
@@ -138,7 +110,7 @@ pub fn metrics_available(evaluation: &Evaluation) -> Condition {
 pub fn health_conditions(assessment: &Assessment, state: &PolicyState) -> Vec<Condition> {
     let healthy = assessment.status == HealthStatus::Healthy && assessment.conclusive;
     let mut conditions = vec![condition(
-        "Healthy",
+        conditions::HEALTHY,
         healthy,
         if assessment.conclusive {
             assessment.status.as_str()
@@ -149,7 +121,7 @@ pub fn health_conditions(assessment: &Assessment, state: &PolicyState) -> Vec<Co
     )];
     conditions.push(match &state.incident {
         Some(incident) => condition(
-            "Degraded",
+            conditions::DEGRADED,
             true,
             if incident.failed {
                 "IncidentFailed"
@@ -160,18 +132,23 @@ pub fn health_conditions(assessment: &Assessment, state: &PolicyState) -> Vec<Co
                 format!("{} incident since {}", incident.class, incident.started_at)
             }),
         ),
-        None => condition("Degraded", false, "NoIncident", "no open incident"),
+        None => condition(
+            conditions::DEGRADED,
+            false,
+            "NoIncident",
+            "no open incident",
+        ),
     });
     let active = state.incident.as_ref().and_then(|i| i.active.as_ref());
     conditions.push(match active {
         Some(step) => condition(
-            "RollbackInProgress",
+            conditions::ROLLBACK_IN_PROGRESS,
             true,
             "RemediationActive",
             format!("{step:?}"),
         ),
         None => condition(
-            "RollbackInProgress",
+            conditions::ROLLBACK_IN_PROGRESS,
             false,
             "Idle",
             "no remediation in progress",
@@ -220,7 +197,7 @@ pub fn cluster_view(
             let issues = &status.health.as_ref()?.issues;
             let classes: Vec<IncidentClass> = issues.iter().filter_map(|i| i.class).collect();
             Some(CriticalPolicy {
-                key: super::evaluator::key(p),
+                key: super::evaluation::key(p),
                 since,
                 failing_dependencies: issues
                     .iter()
@@ -264,48 +241,10 @@ pub fn transition_event(transition: &Transition) -> (AlertLevel, &'static str, S
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::collections::BTreeMap;
 
     use super::*;
-    use crate::{
-        config::{OperatorConfig, effective},
-        prometheus::QueryError,
-    };
-
-    fn spec() -> RollbackPolicySpec {
-        yaml_serde::from_str(
-            "targetRef: {name: web}\nminRequestRate: 5\nmetrics: [{name: errors, preset: errorRate}, {name: mem, preset: memoryUsage}]\nstrategies: [{type: VersionRollback}]",
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn low_traffic_gates_only_rate_based_signals() {
-        let spec = spec();
-        let eff = effective(&spec, &OperatorConfig::defaults());
-        let readings = BTreeMap::from([
-            ("errors".to_string(), Ok(Some(0.5))),
-            ("mem".to_string(), Ok(Some(0.95))),
-            (REQUEST_RATE_SIGNAL.to_string(), Ok(Some(1.0))),
-        ]);
-        let signals = signals(&spec, &eff, &readings);
-        assert_eq!(signals[0].sample, Sample::LowTraffic);
-        assert_eq!(signals[1].sample, Sample::Value(0.95));
-    }
-
-    #[test]
-    fn failed_and_missing_readings() {
-        let spec = spec();
-        let eff = effective(&spec, &OperatorConfig::defaults());
-        let error = QueryError::Timeout {
-            url: "http://p".into(),
-            timeout: Duration::from_secs(1),
-        };
-        let readings = BTreeMap::from([("errors".to_string(), Err(error))]);
-        let signals = signals(&spec, &eff, &readings);
-        assert!(matches!(&signals[0].sample, Sample::Failed(m) if m.contains("did not answer")));
-        assert_eq!(signals[1].sample, Sample::NoData);
-    }
+    use crate::prometheus::QueryError;
 
     #[test]
     fn rollout_progress() {

@@ -5,9 +5,10 @@
 //! manager per controller so the two never erase each other's fields.
 
 mod conditions;
+mod evaluation;
 mod evaluator;
 mod event;
-pub(crate) mod health; // `signals` is shared with verification
+mod health;
 mod policy;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub enum Error {
     Serialization(#[from] serde_json::Error),
     #[error("{0}")]
     Invalid(String),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -62,6 +65,11 @@ impl Error {
             Error::MissingField(_) => "MissingField",
             Error::Serialization(_) => "Serialization",
             Error::Invalid(_) => "Invalid",
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "Finalizer",
+            },
         }
     }
 }

@@ -13,11 +13,13 @@
 //! - Manual steps do not count in the incident's attempts or tried rungs: those are the
 //!   automatic ladder's bookkeeping.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 
 use super::{Alert, Explanation, PolicySettings, PolicyState, Reason, Remediate, Trigger};
 use crate::{
-    api::{AlertLevel, EventType, StrategyKind},
+    api::{AlertLevel, EventType, StrategyKind, annotations as keys},
     assess::Assessment,
 };
 
@@ -31,6 +33,31 @@ pub enum ManualRequest {
     Emergency {
         reason: String,
     },
+}
+
+/// A manual request in annotations: an emergency wins over a trigger. Err for a value that
+/// is not a strategy.
+pub fn manual_request(
+    annotations: &BTreeMap<String, String>,
+) -> Option<Result<ManualRequest, String>> {
+    if let Some(reason) = annotations.get(keys::EMERGENCY) {
+        let reason = if reason.trim().is_empty() {
+            "emergency".to_string()
+        } else {
+            reason.clone()
+        };
+        return Some(Ok(ManualRequest::Emergency { reason }));
+    }
+    let value = annotations.get(keys::TRIGGER)?;
+    Some(
+        value
+            .parse::<StrategyKind>()
+            .map(|strategy| ManualRequest::Trigger {
+                strategy,
+                reason: annotations.get(keys::REASON).cloned(),
+            })
+            .map_err(|e| e.to_string()),
+    )
 }
 
 impl ManualRequest {

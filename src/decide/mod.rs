@@ -30,6 +30,7 @@
 //! - Holds alert once per distinct explanation (kept in the incident's message).
 
 mod guard;
+mod lifecycle;
 mod manual;
 mod settings;
 mod state;
@@ -43,14 +44,15 @@ pub use guard::{
     ClusterView, CommonCause, CriticalPolicy, FreezeSource, GuardHold, GuardSettings, GuardVerdict,
     common_causes, verdict,
 };
-pub use manual::{ManualDecision, ManualRequest, decide_manual};
+pub use lifecycle::{beyond_history, due_for_restore};
+pub use manual::{ManualDecision, ManualRequest, decide_manual, manual_request};
 pub use settings::{PolicySettings, RungRule, SettingsError, from_policy};
 pub use state::{ActiveStep, Incident, PolicyState, Trigger};
 
 use crate::{
     api::{
-        AlertLevel, EventType, HealthStatus, IncidentClass, Issue, MinSeverity, StrategyKind,
-        annotations,
+        AlertLevel, EventType, HealthStatus, IncidentClass, Issue, MetricSeverity, MinSeverity,
+        StrategyKind, annotations,
     },
     assess::Assessment,
 };
@@ -83,6 +85,31 @@ pub struct Remediate {
     pub dry_run: bool,
     /// The rung this step escalates from (the caller links the events).
     pub escalated_from: Option<StrategyKind>,
+}
+
+/// A reason short enough for the REASON column: the incident class and the worst breach, e.g.
+/// `Release: errors 0.3 > 0.05`. The full explanation is in the Event and the logs.
+pub fn short_reason(action: &Remediate, assessment: &Assessment) -> String {
+    let issue = assessment
+        .issues()
+        .into_iter()
+        .max_by_key(|i| i.severity == MetricSeverity::Critical);
+    let breach = issue.map(|i| match (i.value, i.threshold) {
+        (Some(v), Some(t)) => format!("{} {} beyond {}", i.metric, round(v), round(t)),
+        _ => format!("{} {}", i.metric, i.severity),
+    });
+    let class = action.class.map(|c| c.to_string());
+    match (class, breach) {
+        (Some(c), Some(b)) => format!("{c}: {b}"),
+        (Some(c), None) => c,
+        (None, Some(b)) => b,
+        (None, None) => action.reason.chars().take(120).collect(),
+    }
+}
+
+fn round(v: f64) -> String {
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// A notification.

@@ -27,7 +27,7 @@ use std::{collections::BTreeMap, future::Future, time::Duration};
 pub use client::{
     BasicCredentials, ClientCache, Credentials, DEFAULT_TIMEOUT, Endpoint, PrometheusClient,
 };
-pub use plan::{PolicyQueries, Reading, Readings, Signal, plan, run};
+pub use plan::{PolicyQueries, Reading, Readings, Signal, plan, read_policy, run};
 pub use secrets::{CredentialsError, resolve_credentials};
 pub use template::{
     InvalidMetric, TemplateError, Vars, pod_regex, validate_metric, validate_metrics,

@@ -331,6 +331,21 @@ where
     plan.distribute(&results)
 }
 
+/// Reads one policy's signals now, by the same planning and distribution as the evaluator's
+/// shared queries (verification re-reads the signals this way).
+pub async fn read_policy<S: MetricsSource + Sync>(
+    source: &S,
+    queries: PolicyQueries<(), ()>,
+) -> BTreeMap<String, Reading> {
+    let plan = plan(std::slice::from_ref(&queries));
+    // One policy has a few queries: sent in turn (a named loop also keeps the future Send).
+    let mut results = Vec::with_capacity(plan.queries.len());
+    for query in &plan.queries {
+        results.push(source.query(&query.promql, None).await);
+    }
+    plan.distribute(&results).remove(&()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{
-    Cluster, Error, Plan, Step, Strategy,
-    route::{self, Backend, RuleSelector},
+    Error, Objects, Plan, Probes, Reference, Restore, Rollout, Step, Strategy, Traffic,
+    route::{self, Backend},
 };
 use crate::api::{CircuitBreakerSpec, StrategyKind};
 
@@ -30,46 +30,59 @@ impl Strategy for CircuitBreakerSpec {
     /// The route object.
     type Observed = Value;
 
+    const RESTORE: Restore = Restore {
+        half_open: Some(DEFAULT_OPEN_DURATION),
+        ..Restore::TRAFFIC
+    };
+
     fn kind(&self) -> StrategyKind {
         StrategyKind::CircuitBreaker
     }
 
-    async fn observe(&self, cluster: &Cluster, _target: &str) -> Result<Value, Error> {
-        let (router, name) = route::router(&self.route)?;
-        cluster.get(router.kind(), name).await
+    fn references(&self) -> Vec<Reference> {
+        Reference::route(&self.route).into_iter().collect()
+    }
+
+    fn probes(&self) -> Probes {
+        Probes {
+            serving: match &self.fallback_backend {
+                Some(b) => Ok(Some(b.name.clone())),
+                None => {
+                    Err("the open breaker sends the traffic nowhere (no fallbackBackend)".into())
+                }
+            },
+            rollout: Rollout::None,
+            traffic: Traffic::Route(self.route.clone()),
+            ..Probes::default()
+        }
+    }
+
+    fn half_open_after(&self) -> Option<Duration> {
+        Some(open_duration(self).unwrap_or(DEFAULT_OPEN_DURATION))
+    }
+
+    async fn observe(&self, objects: &impl Objects, _target: &str) -> Result<Value, Error> {
+        route::read(objects, &self.route).await
     }
 
     fn plan(&self, target: &str, route_obj: &Value) -> Result<Plan, Error> {
-        let (router, route_name) = route::router(&self.route)?;
-        let namespace = super::json::str_at(route_obj, "/metadata/namespace").unwrap_or_default();
-        let rule = route::find_rule(router, route_obj, &RuleSelector::of(&self.route))?;
+        let located = route::locate(&self.route, route_obj)?;
         let backend = Backend {
             name: self.backend.as_deref().unwrap_or(target),
             port: None,
         };
-        if route::weight_of(router, &rule.backends, backend, namespace).is_none() {
-            return Err(Error::BackendNotFound {
-                kind: router.kind().to_string(),
-                name: route_name.to_owned(),
-                rule: rule.label(),
-                backend: backend.name.to_owned(),
-            });
-        }
-        let fallback = self.fallback_backend.as_ref();
-        let Some(new) = route::move_weight(router, &rule.backends, backend, 0, fallback, namespace)
-        else {
+        located.require(backend)?;
+        let Some(new) = located.move_weight(backend, 0, self.fallback_backend.as_ref()) else {
             return Ok(Plan::already_applied(
                 self.kind(),
-                format!("{} has no weight on rule {}", backend.name, rule.label()),
+                format!(
+                    "{} has no weight on rule {}",
+                    backend.name,
+                    located.rule.label()
+                ),
             ));
         };
-        let summary = format!(
-            "circuit open on {} {route_name} rule {}: {}",
-            router.kind(),
-            rule.label(),
-            route::describe(router, &rule.backends, &new)
-        );
-        let change = route::change(router, route_name, &rule, new, summary);
+        let change = located.change("circuit open", new);
         Ok(Plan::new(self.kind(), vec![Step::Change(change)]))
     }
 }

@@ -10,7 +10,8 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    Change, Error, Kind, Plan, Record, Remediation, Request, Step, WaitAvailable, json, plan_undo,
+    Change, Error, Kind, Objects, Plan, Record, Remediation, Request, Step, WaitAvailable, json,
+    plan_undo,
 };
 use crate::api::Action;
 
@@ -111,6 +112,30 @@ async fn undo_where(
     Ok(out)
 }
 
+impl Objects for Cluster {
+    async fn get(&self, kind: Kind, name: &str) -> Result<Value, Error> {
+        let obj = self
+            .api(kind)
+            .get(name)
+            .await
+            .map_err(|e| not_found(e, kind, name))?;
+        Ok(serde_json::to_value(obj).expect("objects serialize"))
+    }
+
+    async fn list(&self, kind: Kind, labels: Option<&str>) -> Result<Vec<Value>, Error> {
+        let mut params = ListParams::default();
+        if let Some(l) = labels {
+            params = params.labels(l);
+        }
+        let list = self.api(kind).list(&params).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).expect("objects serialize"))
+            .collect())
+    }
+}
+
 impl Cluster {
     pub fn new(client: Client, namespace: impl Into<String>) -> Self {
         Self {
@@ -125,30 +150,6 @@ impl Cluster {
 
     fn api(&self, kind: Kind) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.namespace, &kind.api_resource())
-    }
-
-    /// The object as JSON.
-    pub async fn get(&self, kind: Kind, name: &str) -> Result<Value, Error> {
-        let obj = self
-            .api(kind)
-            .get(name)
-            .await
-            .map_err(|e| not_found(e, kind, name))?;
-        Ok(serde_json::to_value(obj).expect("objects serialize"))
-    }
-
-    /// The objects of a kind, optionally by label selector.
-    pub async fn list(&self, kind: Kind, labels: Option<&str>) -> Result<Vec<Value>, Error> {
-        let mut params = ListParams::default();
-        if let Some(l) = labels {
-            params = params.labels(l);
-        }
-        let list = self.api(kind).list(&params).await?;
-        Ok(list
-            .items
-            .into_iter()
-            .map(|o| serde_json::to_value(o).expect("objects serialize"))
-            .collect())
     }
 
     /// Performs a plan's steps in order. Stops at the first error, returning the actions

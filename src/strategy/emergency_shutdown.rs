@@ -22,9 +22,11 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::{
-    Change, Cluster, Error, Kind, Plan, Record, Request, Step, Strategy, json,
-    record::changed,
-    route::{self, Backend, RuleSelector},
+    Change, Error, Kind, Objects, Plan, Probes, Record, Reference, Request, Rollout, Step,
+    Strategy, Traffic,
+    error::changed,
+    json,
+    route::{self, Backend},
     scale,
 };
 use crate::api::{EmergencyShutdownSpec, StrategyKind};
@@ -49,19 +51,32 @@ impl Strategy for EmergencyShutdownSpec {
         StrategyKind::EmergencyShutdown
     }
 
-    async fn observe(&self, cluster: &Cluster, target: &str) -> Result<Observed, Error> {
-        let deployment = cluster.get(Kind::Deployment, target).await?;
-        let hpas = cluster
+    fn references(&self) -> Vec<Reference> {
+        self.cut_traffic
+            .iter()
+            .filter_map(Reference::route)
+            .collect()
+    }
+
+    fn probes(&self) -> Probes {
+        Probes {
+            serving: Err("the workload is shut down on purpose".into()),
+            rollout: Rollout::TargetAtZero,
+            stopped: true,
+            traffic: Traffic::Unchanged,
+        }
+    }
+
+    async fn observe(&self, objects: &impl Objects, target: &str) -> Result<Observed, Error> {
+        let deployment = objects.get(Kind::Deployment, target).await?;
+        let hpas = objects
             .list(Kind::HorizontalPodAutoscaler, None)
             .await?
             .into_iter()
             .filter(|h| scales(h, target))
             .collect();
         let route = match &self.cut_traffic {
-            Some(r) => {
-                let (router, name) = route::router(r)?;
-                Some(cluster.get(router.kind(), name).await?)
-            }
+            Some(r) => Some(route::read(objects, r).await?),
             None => None,
         };
         Ok(Observed {
@@ -75,33 +90,14 @@ impl Strategy for EmergencyShutdownSpec {
         let mut steps = vec![];
         // Traffic first, so no request reaches pods that are going away.
         if let (Some(route_ref), Some(route_obj)) = (&self.cut_traffic, &o.route) {
-            let (router, route_name) = route::router(route_ref)?;
-            let namespace = json::str_at(route_obj, "/metadata/namespace").unwrap_or_default();
-            let rule = route::find_rule(router, route_obj, &RuleSelector::of(route_ref))?;
+            let located = route::locate(route_ref, route_obj)?;
             let backend = Backend {
                 name: self.backend.as_deref().unwrap_or(target),
                 port: None,
             };
-            if route::weight_of(router, &rule.backends, backend, namespace).is_none() {
-                return Err(Error::BackendNotFound {
-                    kind: router.kind().to_string(),
-                    name: route_name.to_owned(),
-                    rule: rule.label(),
-                    backend: backend.name.to_owned(),
-                });
-            }
-            if let Some(new) =
-                route::move_weight(router, &rule.backends, backend, 0, None, namespace)
-            {
-                let summary = format!(
-                    "traffic cut on {} {route_name} rule {}: {}",
-                    router.kind(),
-                    rule.label(),
-                    route::describe(router, &rule.backends, &new)
-                );
-                steps.push(Step::Change(route::change(
-                    router, route_name, &rule, new, summary,
-                )));
+            located.require(backend)?;
+            if let Some(new) = located.move_weight(backend, 0, None) {
+                steps.push(Step::Change(located.change("traffic cut", new)));
             }
         }
         for hpa in &o.hpas {

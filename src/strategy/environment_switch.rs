@@ -8,8 +8,8 @@ use std::{collections::BTreeMap, time::Duration};
 use serde_json::{Value, json};
 
 use super::{
-    Change, Cluster, Error, Kind, Plan, Record, Request, Step, Strategy, WaitAvailable, json,
-    record::changed, scale,
+    Change, Error, Kind, Objects, Plan, Probes, Record, Reference, Request, Restore, Rollout, Step,
+    Strategy, Traffic, WaitAvailable, error::changed, json, scale,
 };
 use crate::api::{EnvironmentSwitchSpec, StrategyKind};
 
@@ -28,15 +28,41 @@ pub struct Observed {
 impl Strategy for EnvironmentSwitchSpec {
     type Observed = Observed;
 
+    const RESTORE: Restore = Restore::TRAFFIC;
+
     fn kind(&self) -> StrategyKind {
         StrategyKind::EnvironmentSwitch
     }
 
-    async fn observe(&self, cluster: &Cluster, target: &str) -> Result<Observed, Error> {
+    fn references(&self) -> Vec<Reference> {
+        vec![
+            Reference::object(Kind::Service, &self.service),
+            Reference::Object {
+                kind: Kind::Deployment,
+                name: self.standby_ref.clone(),
+                role: Some("standby"),
+            },
+        ]
+    }
+
+    fn probes(&self) -> Probes {
+        Probes {
+            serving: Ok(Some(self.service.clone())),
+            rollout: Rollout::Other(self.standby_ref.clone()),
+            traffic: Traffic::Selector {
+                service: self.service.clone(),
+                key: self.selector_key.clone(),
+                value: self.standby_value.clone(),
+            },
+            ..Probes::default()
+        }
+    }
+
+    async fn observe(&self, objects: &impl Objects, target: &str) -> Result<Observed, Error> {
         Ok(Observed {
-            service: cluster.get(Kind::Service, &self.service).await?,
-            active: cluster.get(Kind::Deployment, target).await?,
-            standby: cluster.get(Kind::Deployment, &self.standby_ref).await?,
+            service: objects.get(Kind::Service, &self.service).await?,
+            active: objects.get(Kind::Deployment, target).await?,
+            standby: objects.get(Kind::Deployment, &self.standby_ref).await?,
         })
     }
 

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
+use super::{Kind, json};
+
 /// Errors of the strategies. Each names the object (and field) it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -125,5 +129,22 @@ impl Error {
             Error::Kube(_) => true,
             _ => false,
         }
+    }
+}
+
+/// The error undo returns when a field no longer holds what the action set.
+pub(super) fn changed(
+    kind: Kind,
+    object: &Value,
+    field: &str,
+    expected: impl ToString,
+    found: impl ToString,
+) -> Error {
+    Error::ChangedSinceApplied {
+        kind: kind.to_string(),
+        name: json::name(object).to_owned(),
+        field: field.to_owned(),
+        expected: expected.to_string(),
+        found: found.to_string(),
     }
 }

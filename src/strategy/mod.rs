@@ -32,6 +32,7 @@ mod record;
 pub mod route;
 mod scale;
 mod traffic_shifting;
+mod undo;
 mod version_rollback;
 
 use std::{future::Future, time::Duration};
@@ -39,30 +40,67 @@ use std::{future::Future, time::Duration};
 use kube::core::ApiResource;
 use serde_json::Value;
 
-use crate::api::{Action, EmergencyShutdownSpec, Rung, StrategyKind, VersionRollbackSpec};
+use crate::api::{
+    Action, CircuitBreakerSpec, EmergencyShutdownSpec, EnvironmentSwitchSpec, RouteRef, Rung,
+    StrategyKind, TrafficShiftingSpec, VersionRollbackSpec,
+};
 
-pub use circuit_breaker::{DEFAULT_OPEN_DURATION, open_duration};
+pub use circuit_breaker::DEFAULT_OPEN_DURATION;
 pub use cluster::{Applied, ApplyError, Cluster, FIELD_MANAGER, apply, half_open, undo};
 pub use emergency_shutdown::PINNED;
 pub use environment_switch::DEFAULT_READY_TIMEOUT;
 pub use error::Error;
-pub use record::{Record, plan_undo};
+pub use record::Record;
+pub use undo::plan_undo;
 pub use version_rollback::{
     CHANGE_CAUSE, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, template_hash,
 };
 
-/// One remediation strategy.
+/// Reads of the objects a strategy plans from: the seam between the planners and the cluster
+/// ([`Cluster`] in the operator, plain data in tests).
+pub trait Objects: Sync {
+    /// The object as JSON; [`Error::NotFound`] when it does not exist.
+    fn get(&self, kind: Kind, name: &str) -> impl Future<Output = Result<Value, Error>> + Send;
+    /// The objects of a kind, optionally by label selector.
+    fn list(
+        &self,
+        kind: Kind,
+        labels: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<Value>, Error>> + Send;
+}
+
+/// One remediation strategy: everything the operator does differently per rung lives behind
+/// this trait (in the spirit of Argo Rollouts' traffic routers), so adding a rung is its own
+/// file, a [`StrategyKind`] variant and a [`Rung`] member.
 pub trait Strategy {
     /// The objects the planner needs, as plain data.
     type Observed;
 
+    /// How the rung's changes end without a person (DESIGN.md "Traffic rungs stay").
+    const RESTORE: Restore = Restore::MANUAL;
+
     fn kind(&self) -> StrategyKind;
 
-    /// Reads the current objects for remediating `target` (a Deployment in the cluster's
-    /// namespace).
+    /// The objects the rung names, which must exist for the policy to be `Ready`.
+    fn references(&self) -> Vec<Reference> {
+        vec![]
+    }
+
+    /// What verification checks after this rung (DESIGN.md "Verification").
+    fn probes(&self) -> Probes {
+        Probes::default()
+    }
+
+    /// When a rung that half-opens does so (its `openDuration`).
+    fn half_open_after(&self) -> Option<Duration> {
+        Self::RESTORE.half_open
+    }
+
+    /// Reads the current objects for remediating `target` (a Deployment in the namespace the
+    /// objects come from).
     fn observe(
         &self,
-        cluster: &Cluster,
+        objects: &impl Objects,
         target: &str,
     ) -> impl Future<Output = Result<Self::Observed, Error>> + Send;
 
@@ -71,14 +109,132 @@ pub trait Strategy {
     fn plan(&self, target: &str, observed: &Self::Observed) -> Result<Plan, Error>;
 }
 
-/// A rung's strategy with its parameters, ready to plan.
+/// How a rung's changes end by themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restore {
+    /// The policy's `autoRestore` undoes it once the target is healthy for `restoreAfter`.
+    pub auto_restore: bool,
+    /// It half-opens after this long by default (the rung may say otherwise).
+    pub half_open: Option<Duration>,
+}
+
+impl Restore {
+    /// Stays until a person undoes it.
+    pub const MANUAL: Restore = Restore {
+        auto_restore: false,
+        half_open: None,
+    };
+    /// A traffic change: stays until undone, or until `autoRestore` finds the target healthy.
+    pub const TRAFFIC: Restore = Restore {
+        auto_restore: true,
+        half_open: None,
+    };
+}
+
+/// An object a rung names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reference {
+    /// An object in the policy's namespace; `role` qualifies it in messages ("standby").
+    Object {
+        kind: Kind,
+        name: String,
+        role: Option<&'static str>,
+    },
+    /// A revision of the target Deployment.
+    Revision(i64),
+}
+
+impl Reference {
+    fn object(kind: Kind, name: &str) -> Self {
+        Self::Object {
+            kind,
+            name: name.to_owned(),
+            role: None,
+        }
+    }
+
+    /// The route a [`RouteRef`] names, if it names one.
+    fn route(route: &RouteRef) -> Option<Self> {
+        route::router(route)
+            .ok()
+            .map(|(router, name)| Self::object(router.kind(), name))
+    }
+}
+
+/// What verification probes after a rung.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probes {
+    /// The Service users reach afterwards: `Ok(None)` for the target's own Service, `Err` with
+    /// the reason when nothing serves on purpose.
+    pub serving: Result<Option<String>, String>,
+    /// Whose rollout availability checks.
+    pub rollout: Rollout,
+    /// The workload is stopped on purpose: its health and signals have nothing to judge.
+    pub stopped: bool,
+    /// What the rung changed about traffic, read back by check 6.
+    pub traffic: Traffic,
+}
+
+impl Default for Probes {
+    fn default() -> Self {
+        Self {
+            serving: Ok(None),
+            rollout: Rollout::Target,
+            stopped: false,
+            traffic: Traffic::Unchanged,
+        }
+    }
+}
+
+/// The Deployment whose rollout verification's availability check reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rollout {
+    /// The target, finished and available.
+    Target,
+    /// The target, at zero replicas.
+    TargetAtZero,
+    /// Another Deployment that now serves (the standby).
+    Other(String),
+    /// None: the rung moves traffic away from the target, so its rollout says nothing.
+    None,
+}
+
+/// The traffic change a rung makes, as verification reads it back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Traffic {
+    Unchanged,
+    /// A Service selector now picks `key=value`.
+    Selector {
+        service: String,
+        key: String,
+        value: String,
+    },
+    /// A route rule's weights (expected from the event's recorded actions).
+    Route(RouteRef),
+}
+
+/// A rung's strategy with its parameters, ready to plan. The one place that matches on the
+/// strategy kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Remediation {
-    CircuitBreaker(crate::api::CircuitBreakerSpec),
-    TrafficShifting(crate::api::TrafficShiftingSpec),
-    EnvironmentSwitch(crate::api::EnvironmentSwitchSpec),
+    CircuitBreaker(CircuitBreakerSpec),
+    TrafficShifting(TrafficShiftingSpec),
+    EnvironmentSwitch(EnvironmentSwitchSpec),
     VersionRollback(VersionRollbackSpec),
     EmergencyShutdown(EmergencyShutdownSpec),
+}
+
+/// Calls `$body` with `$s` bound to the strategy inside a [`Remediation`].
+macro_rules! each {
+    ($remediation:expr, $s:ident => $body:expr) => {
+        match $remediation {
+            Remediation::CircuitBreaker($s) => $body,
+            Remediation::TrafficShifting($s) => $body,
+            Remediation::EnvironmentSwitch($s) => $body,
+            Remediation::VersionRollback($s) => $body,
+            Remediation::EmergencyShutdown($s) => $body,
+        }
+    };
 }
 
 impl Remediation {
@@ -122,29 +278,56 @@ impl Remediation {
         }
     }
 
-    pub fn kind(&self) -> StrategyKind {
-        match self {
-            Self::CircuitBreaker(s) => s.kind(),
-            Self::TrafficShifting(s) => s.kind(),
-            Self::EnvironmentSwitch(s) => s.kind(),
-            Self::VersionRollback(s) => s.kind(),
-            Self::EmergencyShutdown(s) => s.kind(),
+    /// The strategy for `kind` in a ladder: its rung, or (for manual requests) a strategy that
+    /// needs no parameters.
+    pub fn for_ladder(ladder: &[Rung], kind: StrategyKind) -> Result<Self, String> {
+        match ladder.iter().find(|r| r.type_ == kind) {
+            Some(rung) => Self::from_rung(rung).map_err(|e| e.to_string()),
+            None => Self::without_parameters(kind).ok_or_else(|| {
+                format!("{kind} is not in the policy's ladder and needs parameters from a rung")
+            }),
         }
     }
 
-    /// Reads the cluster and plans the changes for `target`.
-    pub async fn plan(&self, cluster: &Cluster, target: &str) -> Result<Plan, Error> {
-        async fn run<S: Strategy>(s: &S, cluster: &Cluster, target: &str) -> Result<Plan, Error> {
-            let observed = s.observe(cluster, target).await?;
+    pub fn kind(&self) -> StrategyKind {
+        each!(self, s => s.kind())
+    }
+
+    pub fn references(&self) -> Vec<Reference> {
+        each!(self, s => s.references())
+    }
+
+    pub fn probes(&self) -> Probes {
+        each!(self, s => s.probes())
+    }
+
+    pub fn half_open_after(&self) -> Option<Duration> {
+        each!(self, s => s.half_open_after())
+    }
+
+    /// Reads the objects and plans the changes for `target`.
+    pub async fn plan(&self, objects: &impl Objects, target: &str) -> Result<Plan, Error> {
+        async fn run<S: Strategy>(
+            s: &S,
+            objects: &impl Objects,
+            target: &str,
+        ) -> Result<Plan, Error> {
+            let observed = s.observe(objects, target).await?;
             s.plan(target, &observed)
         }
-        match self {
-            Self::CircuitBreaker(s) => run(s, cluster, target).await,
-            Self::TrafficShifting(s) => run(s, cluster, target).await,
-            Self::EnvironmentSwitch(s) => run(s, cluster, target).await,
-            Self::VersionRollback(s) => run(s, cluster, target).await,
-            Self::EmergencyShutdown(s) => run(s, cluster, target).await,
-        }
+        each!(self, s => run(s, objects, target).await)
+    }
+}
+
+/// How the rungs of a kind end by themselves. Events record only the kind, so this is what
+/// the event and policy controllers ask.
+pub fn restore_of(kind: StrategyKind) -> Restore {
+    match kind {
+        StrategyKind::CircuitBreaker => CircuitBreakerSpec::RESTORE,
+        StrategyKind::TrafficShifting => TrafficShiftingSpec::RESTORE,
+        StrategyKind::EnvironmentSwitch => EnvironmentSwitchSpec::RESTORE,
+        StrategyKind::VersionRollback => VersionRollbackSpec::RESTORE,
+        StrategyKind::EmergencyShutdown => EmergencyShutdownSpec::RESTORE,
     }
 }
 

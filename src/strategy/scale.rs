@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Change, Error, Kind, Record, Request, json, record::changed};
+use super::{Change, Error, Kind, Record, Request, error::changed, json};
 
 /// Scales `deployment` (the object as read) to `replicas`, guarded by its resourceVersion.
 pub fn change(deployment: &Value, replicas: i32, summary: String) -> Change {

@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::{
-    Cluster, Error, Plan, Step, Strategy,
-    route::{self, Backend, RuleSelector},
+    Error, Objects, Plan, Probes, Reference, Restore, Rollout, Step, Strategy, Traffic,
+    route::{self, Backend},
 };
 use crate::api::{BackendRef, StrategyKind, TrafficShiftingSpec};
 
@@ -13,61 +13,53 @@ impl Strategy for TrafficShiftingSpec {
     /// The route object.
     type Observed = Value;
 
+    const RESTORE: Restore = Restore::TRAFFIC;
+
     fn kind(&self) -> StrategyKind {
         StrategyKind::TrafficShifting
     }
 
-    async fn observe(&self, cluster: &Cluster, _target: &str) -> Result<Value, Error> {
-        let (router, name) = route::router(&self.route)?;
-        cluster.get(router.kind(), name).await
+    fn references(&self) -> Vec<Reference> {
+        Reference::route(&self.route).into_iter().collect()
+    }
+
+    fn probes(&self) -> Probes {
+        Probes {
+            serving: Ok(Some(self.to.clone())),
+            rollout: Rollout::None,
+            traffic: Traffic::Route(self.route.clone()),
+            ..Probes::default()
+        }
+    }
+
+    async fn observe(&self, objects: &impl Objects, _target: &str) -> Result<Value, Error> {
+        route::read(objects, &self.route).await
     }
 
     fn plan(&self, _target: &str, route_obj: &Value) -> Result<Plan, Error> {
-        let (router, route_name) = route::router(&self.route)?;
-        let namespace = super::json::str_at(route_obj, "/metadata/namespace").unwrap_or_default();
-        let rule = route::find_rule(router, route_obj, &RuleSelector::of(&self.route))?;
+        let located = route::locate(&self.route, route_obj)?;
         let named = |name| Backend { name, port: None };
         for name in [&self.from, &self.to] {
-            if route::weight_of(router, &rule.backends, named(name), namespace).is_none() {
-                return Err(Error::BackendNotFound {
-                    kind: router.kind().to_string(),
-                    name: route_name.to_owned(),
-                    rule: rule.label(),
-                    backend: name.clone(),
-                });
-            }
+            located.require(named(name))?;
         }
         // Shifting keeps the total, so the share left on `from` is stable across re-plans.
-        let total = route::total_weight(router, &rule.backends);
+        let total = route::total_weight(located.router, &located.rule.backends);
         let keep = total * u64::from(self.remaining_percent.unwrap_or(0).min(100)) / 100;
         let to = BackendRef {
             name: self.to.clone(),
             port: None,
         };
-        let Some(new) = route::move_weight(
-            router,
-            &rule.backends,
-            named(&self.from),
-            keep,
-            Some(&to),
-            namespace,
-        ) else {
+        let Some(new) = located.move_weight(named(&self.from), keep, Some(&to)) else {
             return Ok(Plan::already_applied(
                 self.kind(),
                 format!(
                     "{} keeps at most {keep} of {total} on rule {}",
                     self.from,
-                    rule.label()
+                    located.rule.label()
                 ),
             ));
         };
-        let summary = format!(
-            "traffic shifted on {} {route_name} rule {}: {}",
-            router.kind(),
-            rule.label(),
-            route::describe(router, &rule.backends, &new)
-        );
-        let change = route::change(router, route_name, &rule, new, summary);
+        let change = located.change("traffic shifted", new);
         Ok(Plan::new(self.kind(), vec![Step::Change(change)]))
     }
 }

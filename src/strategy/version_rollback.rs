@@ -30,7 +30,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Change, Cluster, Error, Kind, Plan, Record, Request, Step, Strategy, json};
+use super::{
+    Change, Error, Kind, Objects, Plan, Probes, Record, Reference, Request, Step, Strategy,
+    Traffic, json,
+};
 use crate::api::{StrategyKind, VersionRollbackSpec};
 
 /// Revision of a Deployment and of its ReplicaSets, set by the Deployment controller.
@@ -59,8 +62,22 @@ impl Strategy for VersionRollbackSpec {
         StrategyKind::VersionRollback
     }
 
-    async fn observe(&self, cluster: &Cluster, target: &str) -> Result<Observed, Error> {
-        let deployment = cluster.get(Kind::Deployment, target).await?;
+    fn references(&self) -> Vec<Reference> {
+        self.to_revision
+            .map(Reference::Revision)
+            .into_iter()
+            .collect()
+    }
+
+    fn probes(&self) -> Probes {
+        Probes {
+            traffic: Traffic::Unchanged,
+            ..Probes::default()
+        }
+    }
+
+    async fn observe(&self, objects: &impl Objects, target: &str) -> Result<Observed, Error> {
+        let deployment = objects.get(Kind::Deployment, target).await?;
         let selector = deployment
             .pointer("/spec/selector/matchLabels")
             .and_then(Value::as_object)
@@ -77,7 +94,7 @@ impl Strategy for VersionRollbackSpec {
                 .and_then(Value::as_array)
                 .is_some_and(|owners| owners.iter().any(|o| o["uid"] == uid))
         };
-        let replica_sets = cluster
+        let replica_sets = objects
             .list(Kind::ReplicaSet, selector.as_deref())
             .await?
             .into_iter()
@@ -252,7 +269,7 @@ pub(super) fn plan_undo(
         return Ok(None);
     }
     if !restored && !force && normalized(&now) != normalized(applied) {
-        return Err(super::record::changed(
+        return Err(super::error::changed(
             Kind::Deployment,
             deployment,
             "spec.template",

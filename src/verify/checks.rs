@@ -13,10 +13,9 @@ use super::{Ctx, DEFAULT_CONSECUTIVE_PASSES, rules};
 use crate::{
     api::{CheckCategory, CheckResult, CheckSpec, CheckStatus, HttpCheck, MetricSeverity},
     assess,
-    controller::health,
-    prometheus::{MetricsSource, QueryError, Reading, Sample, Signal, Vars, template},
+    prometheus::{self, MetricsSource, PolicyQueries, Sample, Signal, Vars, template},
     strategy::{
-        Remediation,
+        Rollout, Traffic,
         route::{self, RuleSelector},
     },
 };
@@ -40,21 +39,9 @@ fn details<const N: usize>(pairs: [(&str, String); N]) -> Details {
 /// The Service users reach after the remediation, or why there is none.
 pub async fn serving_service<S>(ctx: &Ctx<'_, S>) -> Result<String, String> {
     let input = ctx.input;
-    match input.remediation {
-        Remediation::EmergencyShutdown(_) => {
-            return Err("the workload is shut down on purpose".into());
-        }
-        Remediation::EnvironmentSwitch(s) => return Ok(s.service.clone()),
-        Remediation::TrafficShifting(s) => return Ok(s.to.clone()),
-        Remediation::CircuitBreaker(s) => {
-            return match &s.fallback_backend {
-                Some(b) => Ok(b.name.clone()),
-                None => {
-                    Err("the open breaker sends the traffic nowhere (no fallbackBackend)".into())
-                }
-            };
-        }
-        Remediation::VersionRollback(_) => {}
+    // The rung says who serves users afterwards; else it is the target's own Service.
+    if let Some(service) = input.remediation.probes().serving? {
+        return Ok(service);
     }
     if let Some(hc) = input
         .policy
@@ -123,16 +110,16 @@ async fn availability_once<S>(
     let mut problems = vec![];
     // The Deployment that serves: the target, or the standby after an environment switch.
     // Route rungs move traffic away from the target, so its rollout says nothing.
-    let (deployment, expect_zero) = match input.remediation {
-        Remediation::EnvironmentSwitch(s) => (Some(s.standby_ref.as_str()), false),
-        Remediation::EmergencyShutdown(_) => (Some(input.target), true),
-        Remediation::VersionRollback(_) => (Some(input.target), false),
-        Remediation::CircuitBreaker(_) | Remediation::TrafficShifting(_) => (None, false),
+    let (deployment, expect_zero) = match &input.remediation.probes().rollout {
+        Rollout::Other(standby) => (Some(standby.clone()), false),
+        Rollout::TargetAtZero => (Some(input.target.to_owned()), true),
+        Rollout::Target => (Some(input.target.to_owned()), false),
+        Rollout::None => (None, false),
     };
     if let Some(name) = deployment {
-        d.insert("deployment".into(), name.to_owned());
+        d.insert("deployment".into(), name.clone());
         let api = Api::<Deployment>::namespaced(ctx.deps.client.clone(), input.namespace);
-        match api.get(name).await {
+        match api.get(&name).await {
             Ok(dep) => {
                 let status = dep.status.clone().unwrap_or_default();
                 d.insert(
@@ -174,7 +161,7 @@ async fn availability_once<S>(
 /// Check 2, application health: the health endpoint on every ready address of its Service.
 pub async fn health<S>(ctx: &Ctx<'_, S>, serving: &Result<String, String>) -> CheckResult {
     let skip = |why: &str| rules::skipped(HEALTH, CheckCategory::Health, why);
-    if matches!(ctx.input.remediation, Remediation::EmergencyShutdown(_)) {
+    if ctx.input.remediation.probes().stopped {
         return skip("the workload is shut down on purpose");
     }
     let configured = ctx
@@ -269,7 +256,7 @@ fn vars<'a, S>(ctx: &'a Ctx<'_, S>) -> Vars<'a> {
 pub async fn performance<S: MetricsSource + Sync>(ctx: &Ctx<'_, S>) -> CheckResult {
     let skip = |why: &str| rules::skipped(PERFORMANCE, CheckCategory::Performance, why);
     let input = ctx.input;
-    if matches!(input.remediation, Remediation::EmergencyShutdown(_)) {
+    if input.remediation.probes().stopped {
         return skip("the workload is shut down on purpose: its signals have nothing to judge");
     }
     let Some(metrics) = ctx.deps.metrics else {
@@ -297,14 +284,17 @@ pub async fn performance<S: MetricsSource + Sync>(ctx: &Ctx<'_, S>) -> CheckResu
     let mut streak = rules::Streak::default();
     loop {
         let vars = vars(ctx);
-        let mut readings = BTreeMap::new();
-        for signal in &signals {
-            readings.insert(
-                signal.name.clone(),
-                read(metrics, &signal.template, &vars).await,
-            );
-        }
-        let verdicts: Vec<_> = health::signals(input.policy, input.effective, &readings)
+        let queries = PolicyQueries {
+            policy: (),
+            endpoint: (),
+            namespace: input.namespace.to_owned(),
+            target: input.target.to_owned(),
+            pod_regex: input.pod_regex.map(str::to_owned),
+            window: vars.window,
+            signals: signals.clone(),
+        };
+        let readings = prometheus::read_policy(metrics, queries).await;
+        let verdicts: Vec<_> = assess::signals(input.policy, input.effective, &readings)
             .iter()
             .map(|s| assess::judge(&s.metric, &s.sample, input.policy.no_data))
             .collect();
@@ -351,24 +341,6 @@ pub async fn performance<S: MetricsSource + Sync>(ctx: &Ctx<'_, S>) -> CheckResu
             );
         }
         tokio::time::sleep(interval).await;
-    }
-}
-
-/// One signal's value: no series is no data; several series is an error (as for assessment).
-async fn read<S: MetricsSource>(metrics: &S, template: &str, vars: &Vars<'_>) -> Reading {
-    let promql = template::render(template, vars).map_err(|e| QueryError::InvalidConfig {
-        message: e.to_string(),
-    })?;
-    let samples = metrics.query(&promql, None).await?;
-    match samples.as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(one.value).filter(|v| !v.is_nan())),
-        more => Err(QueryError::UnexpectedResult {
-            message: format!(
-                "the query returns {} series; aggregate it to one",
-                more.len()
-            ),
-        }),
     }
 }
 
@@ -435,13 +407,14 @@ async fn promql_check<S: MetricsSource>(
 /// Check 6, traffic distribution: the selector or route weights as the remediation left them,
 /// and somewhere for the traffic to go.
 pub async fn traffic<S>(ctx: &Ctx<'_, S>) -> CheckResult {
-    let (status, d) = match ctx.input.remediation {
-        Remediation::EnvironmentSwitch(s) => {
-            selector(ctx, &s.service, &s.selector_key, &s.standby_value).await
-        }
-        Remediation::CircuitBreaker(s) => weights(ctx, &s.route).await,
-        Remediation::TrafficShifting(s) => weights(ctx, &s.route).await,
-        Remediation::VersionRollback(_) | Remediation::EmergencyShutdown(_) => {
+    let (status, d) = match ctx.input.remediation.probes().traffic {
+        Traffic::Selector {
+            service,
+            key,
+            value,
+        } => selector(ctx, &service, &key, &value).await,
+        Traffic::Route(route) => weights(ctx, &route).await,
+        Traffic::Unchanged => {
             return rules::skipped(
                 TRAFFIC,
                 CheckCategory::Traffic,

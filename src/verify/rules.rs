@@ -8,7 +8,10 @@ use serde_json::Value;
 use crate::{
     api::{Action, CheckCategory, CheckResult, CheckStatus, HttpCheck, VerificationStatus},
     prometheus::Sample,
-    strategy::{Kind, Record, route::Router},
+    strategy::{
+        Kind, Record,
+        route::{self, Router},
+    },
 };
 
 /// Shortest `{{ window }}` of the performance check. rate() needs two samples inside the
@@ -226,12 +229,7 @@ pub fn expected_weights(actions: &[Action]) -> Option<BTreeMap<String, u64>> {
 }
 
 fn route_router(action: &Action) -> Option<&'static dyn Router> {
-    use crate::strategy::route::{HttpRoute, VirtualService};
-    match Kind::from_type(&action.api_version, &action.kind)? {
-        Kind::HttpRoute => Some(&HttpRoute),
-        Kind::VirtualService => Some(&VirtualService),
-        _ => None,
-    }
+    route::router_of(Kind::from_type(&action.api_version, &action.kind)?)
 }
 
 /// Differences between the weights read back and those intended, in words (empty: as intended).

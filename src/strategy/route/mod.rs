@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 pub use httproute::HttpRoute;
 pub use virtualservice::VirtualService;
 
-use super::{Change, Error, Kind, Record, Request, json};
+use super::{Change, Error, Kind, Objects, Record, Request, json};
 use crate::api::{BackendRef, RouteRef};
 
 /// What differs between route kinds.
@@ -39,6 +39,86 @@ pub fn router(route: &RouteRef) -> Result<(&'static dyn Router, &str), Error> {
         _ => Err(Error::InvalidSpec(
             "set exactly one of httpRoute or virtualService".into(),
         )),
+    }
+}
+
+/// The router of an action's kind, when it is a route.
+pub fn router_of(kind: Kind) -> Option<&'static dyn Router> {
+    match kind {
+        Kind::HttpRoute => Some(&HttpRoute),
+        Kind::VirtualService => Some(&VirtualService),
+        _ => None,
+    }
+}
+
+/// Reads the route a [`RouteRef`] names (the observe half of every route rung).
+pub async fn read(objects: &impl Objects, route: &RouteRef) -> Result<Value, Error> {
+    let (router, name) = router(route)?;
+    objects.get(router.kind(), name).await
+}
+
+/// The rule a [`RouteRef`] selects, found in the route as read: what the route rungs plan from.
+pub struct Located<'a> {
+    pub router: &'static dyn Router,
+    /// The route's name.
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub rule: Rule,
+}
+
+/// Finds the rule `route` selects in `object` (the route as read).
+pub fn locate<'a>(route: &'a RouteRef, object: &'a Value) -> Result<Located<'a>, Error> {
+    let (router, name) = router(route)?;
+    Ok(Located {
+        router,
+        name,
+        namespace: json::str_at(object, "/metadata/namespace").unwrap_or_default(),
+        rule: find_rule(router, object, &RuleSelector::of(route))?,
+    })
+}
+
+impl Located<'_> {
+    /// Refuses a backend the rule does not list.
+    pub fn require(&self, backend: Backend) -> Result<(), Error> {
+        match weight_of(self.router, &self.rule.backends, backend, self.namespace) {
+            Some(_) => Ok(()),
+            None => Err(Error::BackendNotFound {
+                kind: self.router.kind().to_string(),
+                name: self.name.to_owned(),
+                rule: self.rule.label(),
+                backend: backend.name.to_owned(),
+            }),
+        }
+    }
+
+    /// [`move_weight`] on this rule.
+    pub fn move_weight(
+        &self,
+        from: Backend,
+        keep: u64,
+        to: Option<&BackendRef>,
+    ) -> Option<Vec<Value>> {
+        move_weight(
+            self.router,
+            &self.rule.backends,
+            from,
+            keep,
+            to,
+            self.namespace,
+        )
+    }
+
+    /// The change setting this rule's backends to `new`, summarised as `what` (e.g. "circuit
+    /// open") with the weights that move.
+    pub fn change(&self, what: &str, new: Vec<Value>) -> Change {
+        let summary = format!(
+            "{what} on {} {} rule {}: {}",
+            self.router.kind(),
+            self.name,
+            self.rule.label(),
+            describe(self.router, &self.rule.backends, &new)
+        );
+        change(self.router, self.name, &self.rule, new, summary)
     }
 }
 

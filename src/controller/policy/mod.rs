@@ -1,0 +1,338 @@
+//! The RollbackPolicy reconciler: the wiring (watches, caches, the evaluator) and the reconcile
+//! that runs each concern in turn. Each concern has its own file:
+//! - `readiness`: whether the policy can protect its target (spec, queries, one policy per
+//!   target, the rungs' references);
+//! - `manual`: trigger and emergency annotations;
+//! - `step`: one engine step on a fresh evaluation, and the RollbackEvent it creates;
+//! - `housekeeping`: history pruning and `autoRestore`;
+//! - `lifecycle`: the finalizer and `onDelete`;
+//! - `alerts`: Kubernetes Events, webhooks and the alert metric.
+
+mod alerts;
+mod housekeeping;
+mod lifecycle;
+mod manual;
+mod readiness;
+mod step;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        finalizer::{self, finalizer},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+
+use super::{
+    Context, Error, POLICY_MANAGER, Shutdown, condition, evaluator::Evaluator, scoped_api,
+    set_condition,
+};
+use crate::{
+    api::{AlertLevel, RollbackEvent, RollbackPolicy, RollbackPolicyStatus, conditions},
+    config,
+};
+
+const NAME: &str = "policy";
+
+/// What the policy reconciler reads besides the shared context: the caches and the evaluator.
+struct PolicyContext {
+    shared: Arc<Context>,
+    policies: Store<RollbackPolicy>,
+    deployments: Store<Deployment>,
+    replica_sets: Store<ReplicaSet>,
+    events: Store<RollbackEvent>,
+    evaluator: Arc<Evaluator>,
+}
+
+impl PolicyContext {
+    /// The cached RollbackEvents of a namespace.
+    fn events_in(&self, namespace: &str) -> Vec<Arc<RollbackEvent>> {
+        self.events
+            .state()
+            .into_iter()
+            .filter(|e| e.namespace().as_deref() == Some(namespace))
+            .collect()
+    }
+}
+
+/// What to tell people about a reconcile: level, reason, message.
+type Note = (AlertLevel, &'static str, String);
+
+/// Builds the controller and its evaluator; the stream must be polled to run both. The returned
+/// store is ready once policies are listed.
+pub(super) fn controller(
+    ctx: Arc<Context>,
+    events: Store<RollbackEvent>,
+    shutdown: Shutdown,
+) -> (impl Stream<Item = ()>, Store<RollbackPolicy>) {
+    let ns = ctx.namespace.as_deref();
+    let policies: Api<RollbackPolicy> = scoped_api(&ctx.client, ns);
+    let controller = Controller::new(policies.clone(), watcher::Config::default());
+    let policy_store = controller.store();
+
+    // Deployments are cached (not fetched per reconcile) and trigger the policies that target them.
+    let (deployments, writer) = reflector::store::<Deployment>();
+    let by_target = policy_store.clone();
+    let deployment_triggers = reflector::reflector(
+        writer,
+        watcher(
+            scoped_api::<Deployment>(&ctx.client, ns),
+            watcher::Config::default(),
+        ),
+    )
+    .touched_objects()
+    .default_backoff()
+    .filter_map(|event| async move {
+        event
+            .inspect_err(|error| tracing::warn!(%error, "watching Deployments"))
+            .ok()
+    })
+    .flat_map(move |d: Deployment| {
+        futures::stream::iter(policies_targeting(
+            &by_target,
+            d.namespace().as_deref(),
+            &d.name_any(),
+        ))
+    });
+
+    // ReplicaSets give the target's revisions (release time, pod names); cached, no triggers.
+    let (replica_sets, writer) = reflector::store::<ReplicaSet>();
+    let replica_set_cache = reflector::reflector(
+        writer,
+        watcher(
+            scoped_api::<ReplicaSet>(&ctx.client, ns),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .take_until(shutdown.clone())
+    .for_each(|event| async move {
+        if let Err(error) = event {
+            tracing::warn!(%error, "watching ReplicaSets");
+        }
+    });
+
+    let evaluator = Arc::new(Evaluator::new(
+        ctx.clone(),
+        policy_store.clone(),
+        deployments.clone(),
+        replica_sets.clone(),
+    ));
+    let (evaluated_tx, evaluated) = futures::channel::mpsc::unbounded();
+    let evaluations = evaluator.clone().run(evaluated_tx, shutdown.clone());
+
+    let siblings = policy_store.clone();
+    let pctx = Arc::new(PolicyContext {
+        shared: ctx.clone(),
+        policies: policy_store.clone(),
+        deployments,
+        replica_sets,
+        events,
+        evaluator,
+    });
+    let reconciles = controller
+        .reconcile_on(deployment_triggers)
+        .reconcile_on(evaluated)
+        // A policy appearing or going away changes its siblings' one-policy-per-target verdict.
+        .watches(
+            policies,
+            watcher::Config::default(),
+            move |p: RollbackPolicy| {
+                policies_targeting(&siblings, p.namespace().as_deref(), &p.spec.target_ref.name)
+            },
+        )
+        // An event finishing lets the policy decide what comes next.
+        .watches(
+            scoped_api::<RollbackEvent>(&ctx.client, ns),
+            watcher::Config::default(),
+            |e: RollbackEvent| {
+                e.namespace()
+                    .map(|ns| ObjectRef::new(&e.spec.policy_ref.name).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, pctx)
+        .map(|result| {
+            if let Err(error) = result {
+                tracing::debug!(%error, "policy controller event");
+            }
+        });
+    let background = futures::future::join(replica_set_cache, evaluations).map(|_| ());
+    let stream = futures::stream::select(reconciles, background.into_stream());
+    (stream, policy_store)
+}
+
+fn policies_targeting(
+    store: &Store<RollbackPolicy>,
+    namespace: Option<&str>,
+    target: &str,
+) -> Vec<ObjectRef<RollbackPolicy>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == namespace && p.spec.target_ref.name == target)
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+#[tracing::instrument(skip_all, fields(policy = %policy.name_any(), namespace = policy.namespace().unwrap_or_default()))]
+async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Result<Action, Error> {
+    let ctx = &pctx.shared;
+    let _timer = ctx.metrics.reconcile_started(NAME);
+    let ns = policy
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    ctx.metrics.policies.set(pctx.policies.state().len() as i64);
+    let api: Api<RollbackPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    // The finalizer lets `onDelete` run before the policy goes away.
+    finalizer(&api, lifecycle::FINALIZER, policy, |event| async {
+        match event {
+            finalizer::Event::Apply(policy) => apply(&pctx, &policy).await,
+            finalizer::Event::Cleanup(policy) => lifecycle::cleanup(&pctx, &policy).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Reconciles a live policy: readiness, manual requests, the engine step on a fresh evaluation,
+/// status, housekeeping, then what to tell people.
+async fn apply(pctx: &PolicyContext, policy: &RollbackPolicy) -> Result<Action, Error> {
+    let ctx = &pctx.shared;
+    let ns = policy.namespace().unwrap_or_default();
+    let effective = config::effective(&policy.spec, &ctx.config);
+    let target_ref = ObjectRef::<Deployment>::new(&policy.spec.target_ref.name).within(&ns);
+    let target = pctx.deployments.get(&target_ref);
+    let verdict = readiness::check(pctx, policy, &effective, target.as_deref()).await;
+
+    let old_status = policy.status.clone().unwrap_or_default();
+    let mut status = old_status.clone();
+    let previous_ready = old_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::READY)
+        .cloned();
+    set_condition(
+        &mut status.conditions,
+        condition(
+            conditions::READY,
+            verdict.ready,
+            verdict.reason,
+            verdict.message.clone(),
+        ),
+    );
+    let suspended = policy.spec.suspend;
+    set_condition(
+        &mut status.conditions,
+        condition(
+            conditions::SUSPENDED,
+            suspended,
+            if suspended { "Suspended" } else { "Active" },
+            if suspended {
+                "spec.suspend is true: no evaluation and no remediation"
+            } else {
+                "evaluating and remediating"
+            },
+        ),
+    );
+    status.observed_generation = policy.metadata.generation;
+    status.effective = Some(effective.clone());
+
+    let mut notes: Vec<Note> = vec![];
+    // A missing rung reference is reported, but does not stop monitoring or the other rungs.
+    let usable = verdict.ready || verdict.reason == conditions::REFERENCE_MISSING;
+    if usable {
+        notes.extend(
+            manual::handle(pctx, policy, target.as_deref(), &effective, &mut status).await?,
+        );
+    }
+    if usable && !suspended {
+        // Only a new evaluation moves the engine: other triggers just refresh conditions.
+        let last_evaluated = old_status
+            .health
+            .as_ref()
+            .and_then(|h| h.evaluated_at.as_ref())
+            .map(|t| t.0);
+        if let Some(evaluation) = pctx.evaluator.take(policy)
+            && last_evaluated.is_none_or(|t| evaluation.at > t)
+        {
+            notes = step::run(
+                pctx,
+                policy,
+                target.as_deref(),
+                &effective,
+                &evaluation,
+                &mut status,
+            )
+            .await?;
+        }
+    }
+
+    write_status(ctx, policy, &status).await?;
+
+    housekeeping::prune_history(pctx, policy).await;
+    if usable && !suspended {
+        housekeeping::auto_restore(pctx, policy, &status).await;
+    }
+
+    let changed = previous_ready
+        .as_ref()
+        .is_none_or(|c| c.reason != verdict.reason || (c.status == "True") != verdict.ready);
+    if changed {
+        tracing::info!(ready = verdict.ready, reason = verdict.reason, message = %verdict.message, "policy readiness changed");
+        let level = if verdict.ready {
+            AlertLevel::Info
+        } else {
+            AlertLevel::Warning
+        };
+        notes.insert(0, (level, verdict.reason, verdict.message));
+    }
+    for (level, reason, message) in notes {
+        alerts::publish(ctx, policy, level, reason, message).await;
+    }
+
+    let interval = effective
+        .interval
+        .and_then(|d| d.get().ok())
+        .unwrap_or(ctx.config.interval);
+    Ok(Action::requeue(interval.max(Duration::from_secs(1))))
+}
+
+/// Writes the policy's status by server-side apply under this controller's field manager.
+async fn write_status(
+    ctx: &Context,
+    policy: &RollbackPolicy,
+    status: &RollbackPolicyStatus,
+) -> Result<(), Error> {
+    let patch = json!({
+        "apiVersion": RollbackPolicy::api_version(&()),
+        "kind": RollbackPolicy::kind(&()),
+        "status": status,
+    });
+    let api: Api<RollbackPolicy> =
+        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    api.patch_status(
+        &policy.name_any(),
+        &PatchParams::apply(POLICY_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn error_policy(policy: Arc<RollbackPolicy>, error: &Error, pctx: Arc<PolicyContext>) -> Action {
+    tracing::warn!(policy = %policy.name_any(), %error, "policy reconcile failed");
+    pctx.shared
+        .metrics
+        .reconcile_failed(NAME, error.metric_label());
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,260 @@
+//! One engine step on a fresh evaluation: readings to signals, assessment, the guard's view of
+//! the cluster, the decision, and the RollbackEvent it asks for.
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::Namespace},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use super::{Note, PolicyContext};
+use crate::{
+    api::{
+        EffectiveSettings, EventPhase, LastRollback, PolicyRef, RollbackEvent, RollbackEventSpec,
+        RollbackPolicy, RollbackPolicyStatus, annotations, conditions,
+    },
+    assess::{self, AssessInput, Assessment},
+    controller::{
+        Context, Error, POLICY_MANAGER, condition, evaluation, evaluation::Evaluation, evaluator,
+        health, set_condition,
+    },
+    decide::{self, ActiveStep, ClusterView, GuardSettings, PolicyState, Remediate, Tick},
+};
+
+/// One engine step on a fresh evaluation: assess, decide, create the RollbackEvent it asks for,
+/// and record the outcome in `status`. Returns what to publish as Kubernetes Events.
+pub(super) async fn run(
+    pctx: &PolicyContext,
+    policy: &RollbackPolicy,
+    target: Option<&Deployment>,
+    effective: &EffectiveSettings,
+    evaluation: &Evaluation,
+    status: &mut RollbackPolicyStatus,
+) -> Result<Vec<Note>, Error> {
+    let ctx = &pctx.shared;
+    let name = policy.name_any();
+    let ns = policy.namespace().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        health::metrics_available(evaluation),
+    );
+    let (assess_settings, settings) = match decide::from_policy(&policy.spec, effective) {
+        Ok(s) => s,
+        Err(e) => {
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    conditions::READY,
+                    false,
+                    conditions::INVALID_SPEC,
+                    e.to_string(),
+                ),
+            );
+            return Ok(vec![]);
+        }
+    };
+
+    let readings = evaluation.readings.clone().unwrap_or_default();
+    let signals = assess::signals(&policy.spec, effective, &readings);
+    let replica_sets = target
+        .map(|d| evaluator::owned_replica_sets(&pctx.replica_sets, d))
+        .unwrap_or_default();
+    let target_state = health::target_state(target, &replica_sets);
+    let mut state = PolicyState::from_status(status);
+    let assessment = assess::assess(
+        &AssessInput {
+            signals: &signals,
+            target: &target_state,
+            failing_since: state.failing_since,
+            now: evaluation.at,
+        },
+        &assess_settings,
+    );
+
+    let events = pctx.events.state();
+    let own_events = pctx.events_in(&ns);
+    let (active_automatic, critical) = health::cluster_view(&pctx.policies.state(), &events);
+    let namespace_frozen = state.failure_streak > 0 && namespace_frozen(ctx, &ns).await;
+    let guard = decide::verdict(
+        &GuardSettings::from_config(&ctx.config),
+        &ClusterView {
+            active_automatic,
+            operator_freeze: ctx.config.freeze,
+            critical: &critical,
+        },
+        &evaluation::key(policy),
+        namespace_frozen,
+    );
+    let active_event = state.incident.as_ref().and_then(|i| match &i.active {
+        Some(ActiveStep::Event(e)) => Some(e.clone()),
+        _ => None,
+    });
+    // An acknowledgement may be annotated on the policy or on its Deployment.
+    let ack = policy
+        .annotations()
+        .get(annotations::ACK)
+        .or_else(|| target.and_then(|d| d.annotations().get(annotations::ACK)))
+        .cloned();
+    let tick = Tick {
+        assessment: &assessment,
+        now: evaluation.at,
+        guard: &guard,
+        ack: ack.as_deref(),
+        busy: health::busy_event(&name, &own_events, active_event.as_deref()),
+    };
+
+    // The incident's step finished (or vanished): learn its outcome first.
+    let finished =
+        active_event
+            .as_ref()
+            .and_then(|event| match health::event_phase(&own_events, event) {
+                Some(EventPhase::Succeeded) => Some(true),
+                Some(EventPhase::Failed) | None => Some(false),
+                Some(_) => None,
+            });
+    let decision = match finished {
+        Some(succeeded) => decide::on_remediation_finished(&state, succeeded, &tick, &settings),
+        None => decide::decide(&state, &tick, &settings),
+    };
+    state = decision.state.clone();
+
+    if let Some(action) = &decision.action {
+        // Named after the incident and rung (each rung runs once per incident): a retry after a
+        // failed status write finds the event instead of creating a second one.
+        let at = state
+            .incident
+            .as_ref()
+            .map(|i| i.started_at)
+            .unwrap_or(evaluation.at);
+        let event = create_event(ctx, policy, action, Some(&assessment), status, at).await?;
+        state.attach_event(&event);
+        status.last_rollback = Some(LastRollback {
+            event,
+            strategy: action.strategy,
+            phase: EventPhase::Pending,
+            time: Time(evaluation.at),
+        });
+    }
+    if let Some(last) = status.last_rollback.as_mut()
+        && let Some(phase) = health::event_phase(&own_events, &last.event)
+    {
+        last.phase = phase;
+    }
+    state.write_to(status);
+    status.health = Some(assessment.report());
+    for c in health::health_conditions(&assessment, &state) {
+        set_condition(&mut status.conditions, c);
+    }
+
+    tracing::debug!(status = %assessment.status, score = assessment.score,
+        streak = state.failure_streak, decision = decision.explanation.reason.code(), "evaluated");
+    let mut notes: Vec<_> = decision
+        .transitions
+        .iter()
+        .map(health::transition_event)
+        .collect();
+    notes.extend(
+        decision
+            .alerts
+            .iter()
+            .map(|a| (a.level, a.code, a.message.clone())),
+    );
+    Ok(notes)
+}
+
+/// Creates the RollbackEvent for a decided remediation, named `<policy>-<strategy>-<at>`; an
+/// existing one of that name is taken as this one (a retried decision).
+pub(super) async fn create_event(
+    ctx: &Context,
+    policy: &RollbackPolicy,
+    action: &Remediate,
+    assessment: Option<&Assessment>,
+    status: &RollbackPolicyStatus,
+    at: Timestamp,
+) -> Result<String, Error> {
+    let ns = policy.namespace().unwrap_or_default();
+    let name = format!(
+        "{}-{}-{}",
+        policy.name_any(),
+        action.strategy.as_str().to_lowercase(),
+        at.as_second()
+    );
+    let escalated_from = action.escalated_from.and_then(|from| {
+        status
+            .last_rollback
+            .as_ref()
+            .filter(|l| l.strategy == from)
+            .map(|l| l.event.clone())
+    });
+    let mut event = RollbackEvent::new(
+        &name,
+        RollbackEventSpec {
+            policy_ref: PolicyRef {
+                name: policy.name_any(),
+            },
+            type_: action.kind,
+            strategy: action.strategy,
+            reason: match assessment {
+                Some(a) if action.kind == crate::api::EventType::Automatic => {
+                    decide::short_reason(action, a)
+                }
+                _ => action.reason.chars().take(256).collect(),
+            },
+            assessment: assessment.map(|a| a.for_event()),
+            requested_by: Some(match action.kind {
+                crate::api::EventType::Automatic => "frys-rollback".into(),
+                _ => "annotation".into(),
+            }),
+            escalated_from,
+        },
+    );
+    event.metadata.namespace = Some(ns.clone());
+    event.metadata.owner_references =
+        crate::controller::event::owner_reference(policy).map(|o| vec![o]);
+    let api: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.create(&PostParams::default(), &event).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::info!(event = %name, "event already exists (a retried decision)");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // The failed step points at its escalation (a field of its own, under this manager).
+    if let Some(failed) = &event.spec.escalated_from {
+        let link = json!({
+            "apiVersion": RollbackEvent::api_version(&()),
+            "kind": RollbackEvent::kind(&()),
+            "status": {"escalatedTo": name},
+        });
+        api.patch_status(
+            failed,
+            &PatchParams::apply(POLICY_MANAGER),
+            &Patch::Apply(link),
+        )
+        .await?;
+    }
+    tracing::warn!(event = %name, strategy = %action.strategy, dry_run = action.dry_run,
+        reason = %action.reason, "remediation decided");
+    Ok(name)
+}
+
+/// The namespace carries the freeze annotation.
+async fn namespace_frozen(ctx: &Context, ns: &str) -> bool {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    match api.get_opt(ns).await {
+        Ok(Some(n)) => n
+            .annotations()
+            .get(annotations::FREEZE)
+            .is_some_and(|v| v != "false"),
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(%error, namespace = ns, "reading the namespace freeze annotation");
+            false
+        }
+    }
+}
