@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::{
-    api::{Direction, EffectiveMetric, NoDataPolicy, RollbackPolicyStatus},
+    api::{Direction, EffectiveMetric, MinSeverity, NoDataPolicy, RollbackPolicyStatus},
     assess::{self, AssessInput, AssessSettings, Probe, Sample, Signal, TargetState},
 };
 

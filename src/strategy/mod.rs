@@ -28,6 +28,8 @@ mod cluster;
 mod emergency_shutdown;
 mod environment_switch;
 mod error;
+mod json;
+mod kind;
 mod record;
 pub mod route;
 mod scale;
@@ -37,7 +39,6 @@ mod version_rollback;
 
 use std::{future::Future, time::Duration};
 
-use kube::core::ApiResource;
 use serde_json::Value;
 
 use crate::api::{
@@ -50,6 +51,7 @@ pub use cluster::{Applied, ApplyError, Cluster, FIELD_MANAGER, apply, half_open,
 pub use emergency_shutdown::PINNED;
 pub use environment_switch::DEFAULT_READY_TIMEOUT;
 pub use error::Error;
+pub use kind::Kind;
 pub use record::Record;
 pub use undo::plan_undo;
 pub use version_rollback::{
@@ -442,200 +444,9 @@ pub struct WaitAvailable {
     pub timeout: Duration,
 }
 
-/// The kinds strategies read and change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Deployment,
-    ReplicaSet,
-    Service,
-    HorizontalPodAutoscaler,
-    HttpRoute,
-    VirtualService,
-}
-
-impl Kind {
-    const ALL: [Kind; 6] = [
-        Kind::Deployment,
-        Kind::ReplicaSet,
-        Kind::Service,
-        Kind::HorizontalPodAutoscaler,
-        Kind::HttpRoute,
-        Kind::VirtualService,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Deployment => "Deployment",
-            Kind::ReplicaSet => "ReplicaSet",
-            Kind::Service => "Service",
-            Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
-            Kind::HttpRoute => "HTTPRoute",
-            Kind::VirtualService => "VirtualService",
-        }
-    }
-
-    pub fn api_version(self) -> &'static str {
-        match self {
-            Kind::Deployment | Kind::ReplicaSet => "apps/v1",
-            Kind::Service => "v1",
-            Kind::HorizontalPodAutoscaler => "autoscaling/v2",
-            Kind::HttpRoute => "gateway.networking.k8s.io/v1",
-            Kind::VirtualService => "networking.istio.io/v1",
-        }
-    }
-
-    fn plural(self) -> &'static str {
-        match self {
-            Kind::Deployment => "deployments",
-            Kind::ReplicaSet => "replicasets",
-            Kind::Service => "services",
-            Kind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
-            Kind::HttpRoute => "httproutes",
-            Kind::VirtualService => "virtualservices",
-        }
-    }
-
-    /// The kind an action names. Only the group and kind matter: an action recorded under an
-    /// older version of the same group still resolves.
-    pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
-        let group = |v: &str| v.rsplit_once('/').map_or("", |(g, _)| g).to_owned();
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == kind && group(k.api_version()) == group(api_version))
-    }
-
-    pub fn api_resource(self) -> ApiResource {
-        let (group, version) = self
-            .api_version()
-            .rsplit_once('/')
-            .unwrap_or(("", self.api_version()));
-        ApiResource {
-            group: group.to_owned(),
-            version: version.to_owned(),
-            api_version: self.api_version().to_owned(),
-            kind: self.as_str().to_owned(),
-            plural: self.plural().to_owned(),
-        }
-    }
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Helpers for reading and patching objects held as JSON.
-mod json {
-    use serde_json::Value;
-
-    /// A string at a JSON pointer.
-    pub fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-        v.pointer(pointer).and_then(Value::as_str)
-    }
-
-    /// `metadata.name`, or "" when absent.
-    pub fn name(v: &Value) -> &str {
-        str_at(v, "/metadata/name").unwrap_or_default()
-    }
-
-    pub fn resource_version(v: &Value) -> Option<String> {
-        str_at(v, "/metadata/resourceVersion").map(str::to_owned)
-    }
-
-    pub fn annotation<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-        v.pointer("/metadata/annotations")
-            .and_then(|a| a.get(key))
-            .and_then(Value::as_str)
-    }
-
-    /// `spec.replicas`, defaulting to 1 as the API server does.
-    pub fn replicas(v: &Value) -> i32 {
-        v.pointer("/spec/replicas")
-            .and_then(Value::as_i64)
-            .map_or(1, |r| r as i32)
-    }
-
-    /// Escapes a key for use in a JSON pointer (RFC 6901).
-    pub fn escape(key: &str) -> String {
-        key.replace('~', "~0").replace('/', "~1")
-    }
-
-    /// A JSON Patch from its operations written as JSON.
-    pub fn patch(ops: Vec<Value>) -> json_patch::Patch {
-        serde_json::from_value(Value::Array(ops)).expect("well-formed JSON Patch operations")
-    }
-
-    /// JSON Patch operations setting (`Some`) or removing (`None`) annotations, given the
-    /// object's current annotations. Adds the annotations map when the object has none.
-    pub fn annotation_ops(
-        object: &Value,
-        changes: &std::collections::BTreeMap<String, Option<String>>,
-    ) -> Vec<Value> {
-        let current = object
-            .pointer("/metadata/annotations")
-            .and_then(Value::as_object);
-        let Some(current) = current else {
-            let set: serde_json::Map<String, Value> = changes
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), Value::String(v.clone()?))))
-                .collect();
-            return if set.is_empty() {
-                vec![]
-            } else {
-                vec![
-                    serde_json::json!({"op": "add", "path": "/metadata/annotations", "value": set}),
-                ]
-            };
-        };
-        let emptied = current.keys().all(|k| matches!(changes.get(k), Some(None)))
-            && changes.values().all(Option::is_none);
-        if emptied && !current.is_empty() {
-            // Removing the last ones: remove the map, as it was before we added it.
-            return vec![serde_json::json!({"op": "remove", "path": "/metadata/annotations"})];
-        }
-        changes
-            .iter()
-            .filter_map(|(k, v)| {
-                let path = format!("/metadata/annotations/{}", escape(k));
-                match (v, current.get(k).and_then(Value::as_str)) {
-                    (Some(new), Some(old)) if new == old => None,
-                    (Some(new), _) => {
-                        Some(serde_json::json!({"op": "add", "path": path, "value": new}))
-                    }
-                    (None, Some(_)) => Some(serde_json::json!({"op": "remove", "path": path})),
-                    (None, None) => None,
-                }
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kinds_round_trip_through_action_types() {
-        for kind in Kind::ALL {
-            assert_eq!(
-                Kind::from_type(kind.api_version(), kind.as_str()),
-                Some(kind)
-            );
-        }
-        // An action recorded under another version of the group still resolves.
-        assert_eq!(
-            Kind::from_type("networking.istio.io/v1beta1", "VirtualService"),
-            Some(Kind::VirtualService)
-        );
-        assert_eq!(Kind::from_type("v1", "Deployment"), None);
-        let ar = Kind::HttpRoute.api_resource();
-        assert_eq!(
-            (ar.group.as_str(), ar.version.as_str(), ar.plural.as_str()),
-            ("gateway.networking.k8s.io", "v1", "httproutes")
-        );
-        assert_eq!(Kind::Service.api_resource().group, "");
-    }
 
     #[test]
     fn rungs_without_their_member_are_refused() {
@@ -652,28 +463,5 @@ mod tests {
             Remediation::VersionRollback(Default::default())
         );
         assert!(Remediation::without_parameters(StrategyKind::TrafficShifting).is_none());
-    }
-
-    #[test]
-    fn annotation_ops_add_the_map_when_missing() {
-        use serde_json::json;
-        let changes = [
-            ("a/b".to_owned(), Some("1".to_owned())),
-            ("gone".to_owned(), None),
-        ]
-        .into();
-        let ops = json::annotation_ops(&json!({"metadata": {}}), &changes);
-        assert_eq!(
-            ops,
-            vec![json!({"op": "add", "path": "/metadata/annotations", "value": {"a/b": "1"}})]
-        );
-        let ops = json::annotation_ops(
-            &json!({"metadata": {"annotations": {"gone": "x", "a/b": "1"}}}),
-            &changes,
-        );
-        assert_eq!(
-            ops,
-            vec![json!({"op": "remove", "path": "/metadata/annotations/gone"})]
-        );
     }
 }
