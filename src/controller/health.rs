@@ -273,10 +273,10 @@ mod tests {
     };
 
     fn spec() -> RollbackPolicySpec {
-        yaml_serde::from_str(
-            "targetRef: {name: web}\nminRequestRate: 5\nmetrics: [{name: errors, preset: errorRate}, {name: mem, preset: memoryUsage}]\nstrategies: [{type: VersionRollback}]",
-        )
-        .unwrap()
+        crate::fixtures::policy("web")
+            .with_min_request_rate(5.0)
+            .with_metric("mem", crate::api::Preset::MemoryUsage)
+            .spec
     }
 
     #[test]
@@ -313,13 +313,12 @@ mod tests {
                           observed: i64,
                           updated: i32,
                           progressing: (&str, &str)| {
-            serde_json::from_value::<Deployment>(serde_json::json!({
-                "metadata": {"name": "web", "generation": generation},
-                "spec": {"replicas": 2, "selector": {}, "template": {}},
-                "status": {"observedGeneration": observed, "updatedReplicas": updated,
-                           "conditions": [{"type": "Progressing", "status": progressing.0, "reason": progressing.1}]}
-            }))
-            .unwrap()
+            crate::fixtures::deployment("web")
+                .with_generation(generation)
+                .with_replicas(2)
+                .with_status(serde_json::json!({"observedGeneration": observed, "updatedReplicas": updated,
+                           "conditions": [{"type": "Progressing", "status": progressing.0, "reason": progressing.1}]}))
+                .build()
         };
         assert!(!rolling_out(&deployment(
             2,

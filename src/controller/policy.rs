@@ -1146,22 +1146,11 @@ fn error_policy(policy: Arc<RollbackPolicy>, error: &Error, pctx: Arc<PolicyCont
 mod tests {
     use super::*;
     use crate::api::{MetricSpec, Preset, Rung, StrategyKind, TargetRef};
-    use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
     fn policy(name: &str, target: &str, created_secs: i64) -> RollbackPolicy {
-        let mut p = RollbackPolicy::new(
-            name,
-            yaml_serde::from_str::<RollbackPolicySpec>(&format!(
-                "targetRef: {{name: {target}}}\nmetrics: [{{name: errors, preset: errorRate}}]\nstrategies: [{{type: VersionRollback}}]"
-            ))
-            .unwrap(),
-        );
-        p.metadata.namespace = Some("shop".into());
-        p.metadata.uid = Some(format!("uid-{name}"));
-        p.metadata.creation_timestamp = Some(Time(
-            Timestamp::from_second(1_700_000_000 + created_secs).unwrap(),
-        ));
-        p
+        crate::fixtures::policy(name)
+            .with_target(target)
+            .with_created(created_secs)
     }
 
     #[test]
@@ -1233,14 +1222,10 @@ mod tests {
     fn history_keeps_the_newest_finished_events() {
         use crate::api::{EventPhase, RollbackEventStatus};
         let event = |name: &str, secs: i64, phase: Option<EventPhase>, policy: &str| {
-            let mut e: RollbackEvent = serde_json::from_value(serde_json::json!({
-                "apiVersion": "rollback.frys.io/v1alpha1", "kind": "RollbackEvent",
-                "metadata": {"name": name},
-                "spec": {"policyRef": {"name": policy}, "type": "Manual", "strategy": "VersionRollback", "reason": "r"}
-            }))
-            .unwrap();
-            e.metadata.creation_timestamp =
-                Some(Time(Timestamp::from_second(1_700_000_000 + secs).unwrap()));
+            let mut e = crate::fixtures::event(name)
+                .with_policy(policy)
+                .with_type(crate::api::EventType::Manual)
+                .with_created(secs);
             e.status = phase.map(|phase| RollbackEventStatus {
                 phase,
                 ..Default::default()
