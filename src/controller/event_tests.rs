@@ -1,5 +1,5 @@
 //! In-process tests of the RollbackEvent phase machine: `reconcile` against a scripted mock API
-//! server, one scenario per transition, with the conflict, crash-resume and undo cases.
+//! server, one scenario per transition, with the conflict, crash-resume, undo and half-open cases.
 //!
 //! Each scenario lists every call the reconcile makes, in order: a test fails on a call more,
 //! a call less or another order (record the actions, then apply them, then record the outcome).
@@ -594,4 +594,74 @@ async fn undo_waits_for_the_event_to_finish() {
     e.status.as_mut().unwrap().phase = EventPhase::Verifying;
     let (result, _) = run(&e, vec![get_event(&e)]).await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(5)));
+}
+
+/// HTTPRoute `web` whose rule `main` sends traffic to `backends`.
+fn route(backends: Value) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "5"},
+        "spec": {"rules": [
+            {"name": "api", "backendRefs": [{"name": "api", "port": 80}]},
+            {"name": "main", "backendRefs": backends},
+        ]}
+    })
+}
+
+#[tokio::test]
+async fn an_open_circuit_breaker_half_opens_once_its_open_duration_has_passed() {
+    let closed = json!([{"name": "web", "port": 80, "weight": 90},
+                        {"name": "web-maintenance", "port": 80, "weight": 10}]);
+    let open = json!([{"name": "web", "port": 80, "weight": 0},
+                      {"name": "web-maintenance", "port": 80, "weight": 100}]);
+    let record = crate::strategy::Record::RouteBackends {
+        rule_index: 1,
+        rule_name: Some("main".into()),
+        backends: serde_json::from_value(closed.clone()).unwrap(),
+        applied: serde_json::from_value(open.clone()).unwrap(),
+    };
+    // Opened long ago: well past the default open duration (the policy sets none).
+    let action = crate::api::Action {
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "HTTPRoute".into(),
+        previous: Some(json(&record)),
+        ..rollback_action(true)
+    };
+    let p = policy("web");
+    let e = event("web-1")
+        .owned_by(&p)
+        .with_strategy(crate::api::StrategyKind::CircuitBreaker)
+        .with_status(crate::api::RollbackEventStatus {
+            phase: EventPhase::Succeeded,
+            actions: vec![action],
+            ..Default::default()
+        });
+    let route_path = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web";
+    let expected = closed.clone();
+    let (result, _) = run(
+        &e,
+        vec![
+            get_event(&e),
+            get_policy(&p),
+            Call::get(route_path, route(open)),
+            Call::patch(route_path, Reply::Json(route(closed))).expect(move |patch| {
+                let replace = patch
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|op| op["op"] == "replace")
+                    .expect("a replace operation");
+                assert_eq!(replace["path"], "/spec/rules/1/backendRefs", "{patch}");
+                assert_eq!(replace["value"], expected);
+            }),
+            write_status(&e, |status| {
+                assert_eq!(status["phase"], "Succeeded", "{status}");
+                assert_eq!(status["actions"][0]["undone"], true, "{status}");
+                let message = status["message"].as_str().unwrap();
+                assert!(message.starts_with("half-open after 1m:"), "{message}");
+            }),
+        ],
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
 }
