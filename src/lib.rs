@@ -13,6 +13,8 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod decide;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod notify;
 pub mod prometheus;
 pub mod server;

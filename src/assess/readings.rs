@@ -54,10 +54,10 @@ mod tests {
     };
 
     fn spec() -> RollbackPolicySpec {
-        yaml_serde::from_str(
-            "targetRef: {name: web}\nminRequestRate: 5\nmetrics: [{name: errors, preset: errorRate}, {name: mem, preset: memoryUsage}]\nstrategies: [{type: VersionRollback}]",
-        )
-        .unwrap()
+        crate::fixtures::policy("web")
+            .with_min_request_rate(5.0)
+            .with_metric("mem", crate::api::Preset::MemoryUsage)
+            .spec
     }
 
     #[test]

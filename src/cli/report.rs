@@ -258,16 +258,14 @@ mod tests {
         strategy: &str,
         status: serde_json::Value,
     ) -> RollbackEvent {
-        let mut e = serde_json::json!({
-            "apiVersion": "rollback.frys.io/v1alpha1",
-            "kind": "RollbackEvent",
-            "metadata": {"name": name, "namespace": "shop", "creationTimestamp": created},
-            "spec": {"policyRef": {"name": "web"}, "type": "Automatic", "strategy": strategy, "reason": "r"},
-        });
-        if !status.is_null() {
-            e["status"] = status;
+        let e = crate::fixtures::event(name)
+            .with_created_at(created)
+            .with_strategy(serde_json::from_value(serde_json::json!(strategy)).unwrap());
+        if status.is_null() {
+            e
+        } else {
+            e.with_status_json(status)
         }
-        serde_json::from_value(e).unwrap()
     }
 
     fn now() -> Timestamp {

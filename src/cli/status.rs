@@ -177,16 +177,9 @@ mod tests {
     use super::*;
 
     fn policy() -> RollbackPolicy {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "rollback.frys.io/v1alpha1",
-            "kind": "RollbackPolicy",
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {
-                "targetRef": {"name": "web-deploy"},
-                "metrics": [{"name": "errors", "preset": "errorRate"}],
-                "strategies": [{"type": "VersionRollback"}],
-            },
-            "status": {
+        crate::fixtures::policy("web")
+            .with_target("web-deploy")
+            .with_status_json(serde_json::json!({
                 "conditions": [{"type": "Ready", "status": "True", "reason": "Valid", "message": "",
                                 "lastTransitionTime": "2026-01-01T00:00:00Z"}],
                 "health": {"status": "Critical", "score": 42.4},
@@ -195,9 +188,7 @@ mod tests {
                 "lastRollback": {"event": "web-1", "strategy": "VersionRollback", "phase": "Verifying",
                                  "time": "2026-01-01T11:55:00Z"},
                 "effective": {"interval": "30s", "autoRollback": true},
-            }
-        }))
-        .unwrap()
+            }))
     }
 
     #[test]

@@ -531,3 +531,7 @@ fn error_policy(event: Arc<RollbackEvent>, error: &Error, ctx: Arc<Context>) -> 
     ctx.metrics.reconcile_failed(NAME, error.metric_label());
     Action::requeue(Duration::from_secs(5))
 }
+
+#[cfg(test)]
+#[path = "event_tests.rs"]
+mod tests;

@@ -252,13 +252,12 @@ mod tests {
                           observed: i64,
                           updated: i32,
                           progressing: (&str, &str)| {
-            serde_json::from_value::<Deployment>(serde_json::json!({
-                "metadata": {"name": "web", "generation": generation},
-                "spec": {"replicas": 2, "selector": {}, "template": {}},
-                "status": {"observedGeneration": observed, "updatedReplicas": updated,
-                           "conditions": [{"type": "Progressing", "status": progressing.0, "reason": progressing.1}]}
-            }))
-            .unwrap()
+            crate::fixtures::deployment("web")
+                .with_generation(generation)
+                .with_replicas(2)
+                .with_status(serde_json::json!({"observedGeneration": observed, "updatedReplicas": updated,
+                           "conditions": [{"type": "Progressing", "status": progressing.0, "reason": progressing.1}]}))
+                .build()
         };
         assert!(!rolling_out(&deployment(
             2,

@@ -83,22 +83,16 @@ pub fn beyond_history(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
     use super::*;
 
     #[test]
     fn history_keeps_the_newest_finished_events() {
         use crate::api::{EventPhase, RollbackEventStatus};
         let event = |name: &str, secs: i64, phase: Option<EventPhase>, policy: &str| {
-            let mut e: RollbackEvent = serde_json::from_value(serde_json::json!({
-                "apiVersion": "rollback.frys.io/v1alpha1", "kind": "RollbackEvent",
-                "metadata": {"name": name},
-                "spec": {"policyRef": {"name": policy}, "type": "Manual", "strategy": "VersionRollback", "reason": "r"}
-            }))
-            .unwrap();
-            e.metadata.creation_timestamp =
-                Some(Time(Timestamp::from_second(1_700_000_000 + secs).unwrap()));
+            let mut e = crate::fixtures::event(name)
+                .with_policy(policy)
+                .with_type(crate::api::EventType::Manual)
+                .with_created(secs);
             e.status = phase.map(|phase| RollbackEventStatus {
                 phase,
                 ..Default::default()

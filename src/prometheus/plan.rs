@@ -541,16 +541,7 @@ mod tests {
 
     #[test]
     fn signals_of_a_policy() {
-        let m = MetricSpec {
-            name: "errors".into(),
-            preset: Some(Preset::ErrorRate),
-            query: None,
-            warning: None,
-            critical: None,
-            direction: None,
-            weight: None,
-            class: None,
-        };
+        let m = crate::fixtures::metric("errors", Preset::ErrorRate);
         let s = Signal::for_policy(std::slice::from_ref(&m), "app", true);
         assert_eq!(s.len(), 2);
         assert_eq!(s[1].name, REQUEST_RATE_SIGNAL);

@@ -92,7 +92,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::strategy::{Record, Request, plan_undo};
+    use crate::fixtures::apply_json_patches as apply;
+    use crate::strategy::{Record, plan_undo};
 
     fn spec(v: Value) -> CircuitBreakerSpec {
         serde_json::from_value(v).unwrap()
@@ -110,18 +111,6 @@ mod tests {
                 ]}
             ]}
         })
-    }
-
-    /// Applies a plan's JSON patches to a local copy, as the API server would.
-    fn apply(plan: &Plan, obj: &Value) -> Value {
-        let mut doc = obj.clone();
-        for c in plan.changes() {
-            let Request::JsonPatch(p) = &c.request else {
-                panic!("JSON patch expected")
-            };
-            json_patch::patch(&mut doc, p).unwrap();
-        }
-        doc
     }
 
     #[test]

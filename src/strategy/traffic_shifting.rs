@@ -69,7 +69,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::strategy::{Request, plan_undo};
+    use crate::fixtures::apply_json_patches as apply;
+    use crate::strategy::plan_undo;
 
     fn spec(v: Value) -> TrafficShiftingSpec {
         serde_json::from_value(v).unwrap()
@@ -87,17 +88,6 @@ mod tests {
                 ]}
             ]}
         })
-    }
-
-    fn apply(plan: &Plan, obj: &Value) -> Value {
-        let mut doc = obj.clone();
-        for c in plan.changes() {
-            let Request::JsonPatch(p) = &c.request else {
-                panic!("JSON patch expected")
-            };
-            json_patch::patch(&mut doc, p).unwrap();
-        }
-        doc
     }
 
     #[test]

@@ -401,6 +401,7 @@ fn known(revisions: &[(i64, &Value)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::apply_json_patches as apply;
     use crate::strategy::plan_undo;
 
     fn template(image: &str, hash: Option<&str>) -> Value {
@@ -438,17 +439,6 @@ mod tests {
             rs(2, "demo:v2", None),
             rs(3, "demo:v3", Some("v3 rollout")),
         ]
-    }
-
-    fn apply(plan: &Plan, obj: &Value) -> Value {
-        let mut doc = obj.clone();
-        for c in plan.changes() {
-            let Request::JsonPatch(p) = &c.request else {
-                panic!("JSON patch expected")
-            };
-            json_patch::patch(&mut doc, p).unwrap();
-        }
-        doc
     }
 
     fn spec(to: Option<i64>) -> VersionRollbackSpec {

@@ -103,12 +103,11 @@ fn promql_check_needs_a_non_empty_non_zero_result() {
 }
 
 fn deployment(generation: i64, status: serde_json::Value, replicas: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": "web", "generation": generation},
-        "spec": {"replicas": replicas, "selector": {}, "template": {}},
-        "status": status,
-    }))
-    .unwrap()
+    crate::fixtures::deployment("web")
+        .with_generation(generation)
+        .with_replicas(replicas)
+        .with_status(status)
+        .build()
 }
 
 #[test]

@@ -208,23 +208,12 @@ async fn missing_references(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MetricSpec, Preset, RollbackPolicySpec, Rung, StrategyKind, TargetRef};
-    use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+    use crate::api::{MetricSpec, Preset, Rung, StrategyKind, TargetRef};
 
     fn policy(name: &str, target: &str, created_secs: i64) -> RollbackPolicy {
-        let mut p = RollbackPolicy::new(
-            name,
-            yaml_serde::from_str::<RollbackPolicySpec>(&format!(
-                "targetRef: {{name: {target}}}\nmetrics: [{{name: errors, preset: errorRate}}]\nstrategies: [{{type: VersionRollback}}]"
-            ))
-            .unwrap(),
-        );
-        p.metadata.namespace = Some("shop".into());
-        p.metadata.uid = Some(format!("uid-{name}"));
-        p.metadata.creation_timestamp = Some(Time(
-            Timestamp::from_second(1_700_000_000 + created_secs).unwrap(),
-        ));
-        p
+        crate::fixtures::policy(name)
+            .with_target(target)
+            .with_created(created_secs)
     }
 
     #[test]
