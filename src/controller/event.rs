@@ -482,13 +482,19 @@ async fn half_open_when_due(
 }
 
 /// Test-only crash points: `FRYS_FAILPOINT=<name>` aborts the process there, so tests can
-/// show that a restarted operator resumes without repeating work. Unset in production.
+/// show that a restarted operator resumes without repeating work. Compiled in only with the
+/// `failpoints` feature (the integration tests' build), so a release binary has none.
+#[cfg(feature = "failpoints")]
 fn failpoint(name: &str) {
     if std::env::var("FRYS_FAILPOINT").is_ok_and(|v| v == name) {
         tracing::error!(failpoint = name, "failpoint reached: aborting (test only)");
         std::process::abort();
     }
 }
+
+/// Without the `failpoints` feature a failpoint does nothing.
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_name: &str) {}
 
 /// Ends an event: phase, message, completion time and duration.
 fn finish(status: &mut RollbackEventStatus, phase: EventPhase, message: String) {

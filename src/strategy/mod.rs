@@ -34,7 +34,7 @@ mod record;
 pub mod route;
 mod scale;
 mod traffic_shifting;
-mod undo;
+mod undo_plan;
 mod version_rollback;
 
 use std::{future::Future, time::Duration};
@@ -53,7 +53,7 @@ pub use environment_switch::DEFAULT_READY_TIMEOUT;
 pub use error::Error;
 pub use kind::Kind;
 pub use record::Record;
-pub use undo::plan_undo;
+pub use undo_plan::plan_undo;
 pub use version_rollback::{
     CHANGE_CAUSE, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, template_hash,
 };

@@ -219,15 +219,7 @@ async fn rollback_event_spec_is_immutable() {
         "{err}"
     );
     // Metadata stays editable (annotations drive undo).
-    let (ok, _, err) = kubectl(&[
-        "annotate",
-        "-n",
-        &ns,
-        "rbe",
-        "e1",
-        "rollback.frys.io/undo=true",
-    ]);
-    assert!(ok, "{err}");
+    support::annotate(&ns, "rbe/e1", &["rollback.frys.io/undo=true"]);
 }
 
 #[tokio::test]

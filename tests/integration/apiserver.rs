@@ -16,7 +16,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{operator::deployment, support};
+use crate::support::{self, deployment};
 
 async fn setup(prefix: &str) -> (kube::Client, String) {
     let client = support::env().client().await;

@@ -4,16 +4,12 @@
 use std::time::Duration;
 
 use frys_rollback::api::{IncidentClass, RollbackEvent, RollbackPolicy, StrategyKind};
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
-use kube::{
-    Api,
-    api::{ListParams, Patch, PatchParams, PostParams},
-};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{Api, api::ListParams};
 use serde_json::json;
 
-use crate::{
-    operator::deployment,
-    support::{self, Operator, env, eventually, kubectl_apply, prometheus::PrivatePrometheus},
+use crate::support::{
+    self, Operator, condition, env, eventually, kubectl_apply, prometheus::PrivatePrometheus,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -43,40 +39,12 @@ spec:
     )
 }
 
-async fn setup(prefix: &str, operator_args: &[&str]) -> Option<(kube::Client, String, Operator)> {
-    if !support::require_simulator(prefix) {
-        return None;
-    }
-    let client = env().client().await;
-    support::install_crds(&client).await;
-    let ns = support::namespace(&client, prefix).await;
-    let operator = Operator::start(&ns, operator_args).await;
-    Some((client, ns, operator))
-}
-
-async fn create_deployment(client: &kube::Client, ns: &str, name: &str) {
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &deployment(name, "demo:v1"))
-        .await
-        .unwrap();
-}
-
-fn condition(p: &RollbackPolicy, type_: &str) -> Option<(String, String, String)> {
-    let c = p
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
 #[tokio::test]
 async fn a_healthy_workload_stays_healthy() {
-    let Some((client, ns, _operator)) = setup("as-healthy", &[]).await else {
+    let Some((client, ns, _operator)) = support::operator_namespace("as-healthy", &[]).await else {
         return;
     };
-    create_deployment(&client, &ns, "web").await;
+    support::create_deployment(&client, &ns, "web", "demo:v1").await;
     let (ok, _, err) = kubectl_apply(&ns, &policy("web", "web", ""));
     assert!(ok, "{err}");
     let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
@@ -112,10 +80,10 @@ async fn a_healthy_workload_stays_healthy() {
 
 #[tokio::test]
 async fn a_bad_release_opens_a_release_incident_and_one_event() {
-    let Some((client, ns, _operator)) = setup("as-release", &[]).await else {
+    let Some((client, ns, _operator)) = support::operator_namespace("as-release", &[]).await else {
         return;
     };
-    create_deployment(&client, &ns, "web").await;
+    support::create_deployment(&client, &ns, "web", "demo:v1").await;
     let (ok, _, err) = kubectl_apply(&ns, &policy("web", "web", ""));
     assert!(ok, "{err}");
     let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
@@ -126,14 +94,12 @@ async fn a_bad_release_opens_a_release_incident_and_one_event() {
     .await;
 
     // Release v2, which the simulator serves with a 30 % error rate.
-    Api::<Deployment>::namespaced(client.clone(), &ns)
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "demo:v2-faulty"}]}}}})),
-        )
-        .await
-        .unwrap();
+    support::set_image(
+        &Api::<Deployment>::namespaced(client.clone(), &ns),
+        "web",
+        "demo:v2-faulty",
+    )
+    .await;
 
     // The streak grows one failing evaluation at a time; Degraded only once it reaches 3.
     let streaks = std::sync::Mutex::new(Vec::<(u32, bool)>::new());
@@ -210,7 +176,7 @@ async fn prometheus_down_means_metrics_unavailable_and_no_remediation() {
         return;
     }
     let mut prometheus = PrivatePrometheus::start().await;
-    let Some((client, ns, _operator)) = setup(
+    let Some((client, ns, _operator)) = support::operator_namespace(
         "as-promdown",
         &["--prometheus-url", prometheus.url.as_str()],
     )
@@ -218,7 +184,7 @@ async fn prometheus_down_means_metrics_unavailable_and_no_remediation() {
     else {
         return;
     };
-    create_deployment(&client, &ns, "web").await;
+    support::create_deployment(&client, &ns, "web", "demo:v1").await;
     let (ok, _, err) = kubectl_apply(&ns, &policy("web", "web", ""));
     assert!(ok, "{err}");
     let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
@@ -265,7 +231,7 @@ async fn a_bad_query_makes_the_policy_not_ready() {
     support::install_crds(&client).await;
     let ns = support::namespace(&client, "as-badquery").await;
     let _operator = Operator::start(&ns, &[]).await;
-    create_deployment(&client, &ns, "web").await;
+    support::create_deployment(&client, &ns, "web", "demo:v1").await;
     let yaml = policy("web", "web", "").replace(
         "    - {name: errors, preset: errorRate, warning: 0.02, critical: 0.05}",
         "    - {name: p99, query: 'histogram_quantile(0.99, sum by (le) (rate(x_bucket[{{ window }}]))', critical: 2}",
@@ -289,21 +255,13 @@ async fn a_bad_query_makes_the_policy_not_ready() {
 /// A bearer token from a Secret, checked by a small proxy in front of Prometheus.
 #[tokio::test]
 async fn bearer_token_from_a_secret_reaches_prometheus() {
-    let Some((client, ns, _operator)) = setup("as-auth", &[]).await else {
+    let Some((client, ns, _operator)) = support::operator_namespace("as-auth", &[]).await else {
         return;
     };
     let upstream = env().prometheus_url.clone().unwrap();
-    let proxy = support::prometheus::AuthProxy::start(&upstream, "s3cret").await;
-    create_deployment(&client, &ns, "web").await;
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "prom-token"},
-        "stringData": {"token": "s3cret\n"}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    let proxy = support::prometheus::AuthProxy::start(&upstream, &["Bearer s3cret"]).await;
+    support::create_deployment(&client, &ns, "web", "demo:v1").await;
+    support::create_secret(&client, &ns, "prom-token", json!({"token": "s3cret\n"})).await;
     let with_auth = |name: &str, key: &str| {
         policy(
             name,
@@ -314,7 +272,7 @@ async fn bearer_token_from_a_secret_reaches_prometheus() {
             ),
         )
     };
-    create_deployment(&client, &ns, "api").await;
+    support::create_deployment(&client, &ns, "api", "demo:v1").await;
     let (ok, _, err) = kubectl_apply(&ns, &with_auth("web", "token"));
     assert!(ok, "{err}");
     let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
@@ -360,12 +318,12 @@ async fn bearer_token_from_a_secret_reaches_prometheus() {
 #[tokio::test]
 async fn policies_sharing_a_template_share_one_query_per_tick() {
     const POLICIES: usize = 6;
-    let Some((client, ns, operator)) = setup("as-shared", &[]).await else {
+    let Some((client, ns, operator)) = support::operator_namespace("as-shared", &[]).await else {
         return;
     };
     for i in 0..POLICIES {
         let name = format!("app{i}");
-        create_deployment(&client, &ns, &name).await;
+        support::create_deployment(&client, &ns, &name, "demo:v1").await;
         let (ok, _, err) = kubectl_apply(
             &ns,
             &policy(&name, &name, "").replace("interval: 1s", "interval: 2s"),

@@ -5,20 +5,14 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use frys_rollback::api::{EventPhase, RollbackEvent, RollbackPolicy};
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{Secret, Service},
-};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{ListParams, PostParams},
 };
 use serde_json::{Value, json};
 
-use crate::{
-    operator::deployment,
-    support::{self, Operator, env, eventually, kubectl, repo_root, tool},
-};
+use crate::support::{self, Operator, deployment, env, eventually, kubectl, repo_root, tool};
 
 const CHART: &str = "charts/frys-rollback";
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -465,29 +459,7 @@ async fn chart_installs_every_object() {
 /// prunes the older events.
 async fn drive_operator(ns: &str) {
     let client = env().client().await;
-    for crd in [
-        "httproutes.gateway.networking.k8s.io",
-        "virtualservices.networking.istio.io",
-    ] {
-        let file = repo_root().join(format!("tests/fixtures/crds/{crd}.yaml"));
-        let (ok, _, err) = kubectl(&[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager",
-            "frys-tests",
-            "-f",
-            &file.to_string_lossy(),
-        ]);
-        assert!(ok, "{crd}: {err}");
-        let (ok, _, err) = kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            &format!("crd/{crd}"),
-        ]);
-        assert!(ok, "{crd}: {err}");
-    }
+    support::install_route_crds(&client).await;
     let operator = Operator::start(ns, &[]).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     for (name, color, replicas) in [("web", "green", 2), ("web-blue", "blue", 0)] {
@@ -538,24 +510,8 @@ spec:
     );
     let (ok, _, err) = support::kubectl_apply(ns, &objects);
     assert!(ok, "{err}");
-    let service: Service = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-        "spec": {"selector": {"app": "web", "color": "green"}, "ports": [{"port": 80, "targetPort": 8080}]}
-    }))
-    .unwrap();
-    Api::<Service>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &service)
-        .await
-        .unwrap();
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prometheus"},
-        "stringData": {"token": "not-checked"}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    support::create_service(&client, ns, "web", json!({"app": "web", "color": "green"})).await;
+    support::create_secret(&client, ns, "prometheus", json!({"token": "not-checked"})).await;
     let prometheus = env()
         .prometheus_url
         .clone()
@@ -601,14 +557,7 @@ spec:
     .await;
 
     if env().simulated() {
-        deployments
-            .patch(
-                "web",
-                &PatchParams::default(),
-                &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "demo:v2-faulty"}]}}}})),
-            )
-            .await
-            .unwrap();
+        support::set_image(&deployments, "web", "demo:v2-faulty").await;
         let events: Api<RollbackEvent> = Api::namespaced(client.clone(), ns);
         eventually("the automatic rollback event finished", TIMEOUT, || async {
             let list = events.list(&ListParams::default()).await.ok()?;
@@ -639,14 +588,7 @@ spec:
             );
         }
         // Undo of the emergency shutdown reads back and restores what it changed.
-        let (ok, _, err) = kubectl(&[
-            "annotate",
-            "-n",
-            ns,
-            "rbe/emergencyshutdown",
-            "rollback.frys.io/undo=true",
-        ]);
-        assert!(ok, "{err}");
+        support::annotate(ns, "rbe/emergencyshutdown", &["rollback.frys.io/undo=true"]);
         let message = eventually("the undo consumed", TIMEOUT, || async {
             let e = events.get("emergencyshutdown").await.ok()?;
             (!e.annotations().contains_key("rollback.frys.io/undo"))

@@ -3,15 +3,13 @@
 
 use std::time::Duration;
 
+use crate::support::{self, Operator, condition, deployment, env, eventually, kubectl_apply};
 use frys_rollback::api::{RollbackEvent, RollbackPolicy};
 use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
 use kube::{
     Api,
     api::{ListParams, PostParams},
 };
-use serde_json::json;
-
-use crate::support::{self, Operator, env, eventually, kubectl_apply};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -30,32 +28,9 @@ spec:
     )
 }
 
-pub fn deployment(name: &str, image: &str) -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": image, "ports": [{"containerPort": 8080}]}]}
-            }
-        }
-    }))
-    .unwrap()
-}
-
 /// (status, reason, message) of a policy's Ready condition.
 async fn ready(api: &Api<RollbackPolicy>, name: &str) -> Option<(String, String, String)> {
-    let p = api.get(name).await.ok()?;
-    let c = p
-        .status?
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status, c.reason, c.message))
+    condition(&api.get(name).await.ok()?, "Ready")
 }
 
 #[tokio::test]

@@ -15,10 +15,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{
-    operator::deployment,
-    support::{self, env, eventually, prometheus::query_scalar},
-};
+use crate::support::{self, deployment, env, eventually, prometheus::query_scalar};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 

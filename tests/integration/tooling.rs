@@ -7,7 +7,7 @@ use crate::support::{self, env, kubectl, kubectl_apply, repo_root, tool};
 async fn kubectl_gets_and_annotates() {
     let client = env().client().await;
     let ns = support::namespace(&client, "tool-kubectl").await;
-    let deployment = serde_json::to_string(&crate::operator::deployment("web", "demo:v1")).unwrap();
+    let deployment = serde_json::to_string(&support::deployment("web", "demo:v1")).unwrap();
     let (ok, _, err) = kubectl_apply(&ns, &deployment);
     assert!(ok, "{err}");
     let (ok, out, err) = kubectl(&["get", "deployments", "-n", &ns]);

@@ -11,10 +11,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{
-    operator::deployment,
-    support::{self, Operator, env, eventually, kubectl, kubectl_apply},
-};
+use crate::support::{self, Operator, deployment, eventually, kubectl, kubectl_apply};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -33,13 +30,7 @@ spec:
 "#;
 
 async fn setup(prefix: &str) -> Option<(kube::Client, String, Operator)> {
-    if !support::require_simulator(prefix) {
-        return None;
-    }
-    let client = env().client().await;
-    support::install_crds(&client).await;
-    let ns = support::namespace(&client, prefix).await;
-    let operator = Operator::start(&ns, &[]).await;
+    let (client, ns, operator) = support::operator_namespace(prefix, &[]).await?;
     Api::<Deployment>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &deployment("web", "demo:v1"))
         .await
@@ -110,13 +101,10 @@ async fn a_trigger_on_the_policy_runs_once() {
         "{:?}",
         event.status
     );
-    let image = |d: Deployment| {
-        d.spec.unwrap().template.spec.unwrap().containers[0]
-            .image
-            .clone()
-            .unwrap()
-    };
-    assert_eq!(image(deployments.get("web").await.unwrap()), "demo:v1");
+    assert_eq!(
+        support::image(&deployments.get("web").await.unwrap()),
+        "demo:v1"
+    );
 
     // The annotations were removed; a GitOps tool re-adding them within cooldown fires nothing.
     let policy = kubectl(&[
@@ -176,15 +164,11 @@ async fn an_emergency_on_the_deployment_scales_to_zero_pins_the_hpa_and_undoes()
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
     hpas.create(&PostParams::default(), &hpa).await.unwrap();
 
-    let (ok, _, err) = kubectl(&[
-        "annotate",
-        "-n",
+    support::annotate(
         &ns,
-        "deployment",
-        "web",
-        "rollback.frys.io/emergency=database outage",
-    ]);
-    assert!(ok, "{err}");
+        "deployment/web",
+        &["rollback.frys.io/emergency=database outage"],
+    );
     let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
     let list = finished_events(&events, 1).await;
     let event = &list[0];
@@ -222,15 +206,7 @@ async fn an_emergency_on_the_deployment_scales_to_zero_pins_the_hpa_and_undoes()
 
     // Undo restores the replica count and the HPA's bounds.
     let name = event.metadata.name.clone().unwrap();
-    let (ok, _, err) = kubectl(&[
-        "annotate",
-        "-n",
-        &ns,
-        "rbe",
-        &name,
-        "rollback.frys.io/undo=true",
-    ]);
-    assert!(ok, "{err}");
+    support::annotate(&ns, &format!("rbe/{name}"), &["rollback.frys.io/undo=true"]);
     eventually("replicas and HPA restored", TIMEOUT, || async {
         let replicas = deployments.get("web").await.ok()?.spec?.replicas;
         let spec = hpas.get("web").await.ok()?.spec?;
@@ -253,15 +229,7 @@ async fn deleting_a_policy_with_on_delete_restore_undoes_its_remediations() {
         ),
     );
     assert!(ok, "{err}");
-    let (ok, _, err) = kubectl(&[
-        "annotate",
-        "-n",
-        &ns,
-        "rbp",
-        "web",
-        "rollback.frys.io/emergency=drill",
-    ]);
-    assert!(ok, "{err}");
+    support::annotate(&ns, "rbp/web", &["rollback.frys.io/emergency=drill"]);
     let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
     finished_events(&events, 1).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);

@@ -13,20 +13,14 @@ use frys_rollback::{
     strategy::{self, Cluster, Kind, Remediation},
     verify::{VerifyDeps, VerifyInput, expected_weights, rules::ready_addresses, verify},
 };
-use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::Service, discovery::v1::EndpointSlice},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::{apps::v1::Deployment, discovery::v1::EndpointSlice};
 use kube::{
     Api, Client,
     api::{DynamicObject, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 
-use crate::{
-    operator::deployment,
-    support::{self, env, eventually, prometheus::query_scalar},
-};
+use crate::support::{self, deployment, env, eventually, prometheus::query_scalar};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -54,22 +48,6 @@ verification:
 "#
     ))
     .unwrap()
-}
-
-async fn create_service(client: &Client, ns: &str, selector: serde_json::Value) {
-    create_named_service(client, ns, "web", selector).await;
-}
-
-async fn create_named_service(client: &Client, ns: &str, name: &str, selector: serde_json::Value) {
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": 8080}]}
-    }))
-    .unwrap();
-    Api::<Service>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &service)
-        .await
-        .unwrap();
 }
 
 /// Waits until Service web has `n` ready endpoints and Prometheus has scraped the pods' traffic.
@@ -111,7 +89,7 @@ async fn setup(prefix: &str, image: &str) -> Option<(Client, String)> {
         .create(&PostParams::default(), &deployment("web", image))
         .await
         .unwrap();
-    create_service(&client, &ns, json!({"app": "web"})).await;
+    support::create_service(&client, &ns, "web", json!({"app": "web"})).await;
     wait_ready(&client, &ns, 2).await;
     Some((client, ns))
 }
@@ -318,7 +296,7 @@ async fn an_environment_switch_is_verified_on_the_service() {
             .unwrap();
     }
     // As the strategy left it: the Service selects blue.
-    create_service(&client, &ns, json!({"app": "web", "color": "blue"})).await;
+    support::create_service(&client, &ns, "web", json!({"app": "web", "color": "blue"})).await;
     wait_ready(&client, &ns, 2).await;
     let switch = |standby: &str| {
         Remediation::EnvironmentSwitch(EnvironmentSwitchSpec {
@@ -361,32 +339,6 @@ async fn an_environment_switch_is_verified_on_the_service() {
     assert_eq!(report.overall_status, VerificationStatus::Partial);
 }
 
-/// Applies the HTTPRoute CRD of the test fixtures and waits until it is served.
-async fn install_httproute_crd(client: &Client) {
-    let path =
-        support::repo_root().join("tests/fixtures/crds/httproutes.gateway.networking.k8s.io.yaml");
-    let crd: CustomResourceDefinition =
-        yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let name = crd.metadata.name.clone().unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        &name,
-        &PatchParams::apply("frys-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    eventually("HTTPRoute CRD Established", TIMEOUT, || async {
-        let crd = api.get(&name).await.ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await;
-}
-
 /// Traffic shifting applied by the real strategy: the route reads back as the event's action
 /// intended and the receiving backend has endpoints; a later edit of the weights is caught.
 #[tokio::test]
@@ -395,14 +347,14 @@ async fn traffic_shifting_weights_are_read_back() {
         return;
     }
     let client = env().client().await;
-    install_httproute_crd(&client).await;
+    support::install_route_crds(&client).await;
     let ns = support::namespace(&client, "vf-shift").await;
     for name in ["web-canary", "web-stable"] {
         Api::<Deployment>::namespaced(client.clone(), &ns)
             .create(&PostParams::default(), &deployment(name, "demo:v1"))
             .await
             .unwrap();
-        create_named_service(&client, &ns, name, json!({"app": name})).await;
+        support::create_service(&client, &ns, name, json!({"app": name})).await;
         wait_endpoints(&client, &ns, name, 2).await;
     }
     let routes: Api<DynamicObject> =

@@ -27,8 +27,12 @@ use kube::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+mod objects;
 pub mod prometheus;
 pub mod sim;
+pub mod webhook;
+
+pub use objects::{condition, create_deployment, create_secret, create_service, deployment, image};
 
 /// Where the tests run.
 #[derive(Debug)]
@@ -150,6 +154,23 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
     name
 }
 
+/// For a test of the running operator on the workload simulator: the CRDs installed, a fresh
+/// namespace and a private operator watching it (with `operator_args`). None, saying why, on a
+/// real cluster.
+pub async fn operator_namespace(
+    prefix: &str,
+    operator_args: &[&str],
+) -> Option<(Client, String, Operator)> {
+    if !require_simulator(prefix) {
+        return None;
+    }
+    let client = env().client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, prefix).await;
+    let operator = Operator::start(&ns, operator_args).await;
+    Some((client, ns, operator))
+}
+
 pub fn random_suffix() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -169,20 +190,25 @@ pub async fn install_crds(client: &Client) {
         )
         .await
         .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
-        eventually(
-            &format!("CRD {name} Established"),
-            Duration::from_secs(30),
-            || async {
-                let crd = api.get(&name).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            },
-        )
-        .await;
+        established(&api, &name).await;
     }
+}
+
+/// Waits until CRD `name` is Established (served).
+async fn established(api: &Api<CustomResourceDefinition>, name: &str) {
+    eventually(
+        &format!("CRD {name} Established"),
+        Duration::from_secs(30),
+        || async {
+            let crd = api.get(name).await.ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// Polls `check` until it returns Some, or panics after `timeout` naming `what`.
@@ -245,6 +271,14 @@ pub fn kubectl_apply(namespace: &str, yaml: &str) -> (bool, String, String) {
         &["apply", "-n", namespace, "-f", "-"],
         Some(yaml),
     ))
+}
+
+/// `kubectl annotate --overwrite` of `object` (`kind/name`) in `namespace`; panics on failure.
+pub fn annotate(namespace: &str, object: &str, annotations: &[&str]) {
+    let mut args = vec!["annotate", "--overwrite", "-n", namespace, object];
+    args.extend(annotations);
+    let (ok, _, err) = kubectl(&args);
+    assert!(ok, "annotating {object} with {annotations:?}: {err}");
 }
 
 fn output(out: Output) -> (bool, String, String) {
@@ -386,19 +420,7 @@ pub async fn install_route_crds(client: &Client) {
         )
         .await
         .unwrap_or_else(|e| panic!("applying {}: {e}", path.display()));
-        eventually(
-            &format!("CRD {file} Established"),
-            Duration::from_secs(30),
-            || async {
-                let crd = api.get(file).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            },
-        )
-        .await;
+        established(&api, file).await;
     }
 }
 

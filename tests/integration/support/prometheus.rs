@@ -102,8 +102,9 @@ impl PrivatePrometheus {
     }
 }
 
-/// A small reverse proxy in front of Prometheus that requires `Authorization: Bearer <token>`,
-/// as an authenticating gateway would. Counts what it let through and what it refused.
+/// A small reverse proxy in front of Prometheus that requires one of the `accepted`
+/// `Authorization` values (`Bearer <token>`, `Basic <base64>`), as an authenticating gateway
+/// would, and answers 401 `Unauthorized` otherwise. Counts what it let through and refused.
 pub struct AuthProxy {
     pub url: String,
     authorized: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -112,7 +113,7 @@ pub struct AuthProxy {
 }
 
 impl AuthProxy {
-    pub async fn start(upstream: &str, token: &str) -> AuthProxy {
+    pub async fn start(upstream: &str, accepted: &[&str]) -> AuthProxy {
         use std::sync::{
             Arc,
             atomic::{AtomicUsize, Ordering},
@@ -128,7 +129,7 @@ impl AuthProxy {
         #[derive(Clone)]
         struct Proxy {
             upstream: String,
-            expected: String,
+            accepted: Vec<String>,
             client: reqwest::Client,
             authorized: Arc<AtomicUsize>,
             refused: Arc<AtomicUsize>,
@@ -141,9 +142,9 @@ impl AuthProxy {
             body: Bytes,
         ) -> axum::response::Response {
             let given = headers.get("authorization").and_then(|v| v.to_str().ok());
-            if given != Some(p.expected.as_str()) {
+            if !given.is_some_and(|g| p.accepted.iter().any(|a| a == g)) {
                 p.refused.fetch_add(1, Ordering::SeqCst);
-                return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+                return (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
             }
             p.authorized.fetch_add(1, Ordering::SeqCst);
             let mut request = p
@@ -173,7 +174,7 @@ impl AuthProxy {
         let refused = Arc::new(AtomicUsize::new(0));
         let state = Proxy {
             upstream: upstream.trim_end_matches('/').to_owned(),
-            expected: format!("Bearer {token}"),
+            accepted: accepted.iter().map(|a| a.to_string()).collect(),
             client: reqwest::Client::new(),
             authorized: authorized.clone(),
             refused: refused.clone(),

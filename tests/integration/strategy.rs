@@ -1,106 +1,45 @@
-//! The strategies against a real API server: the local test environment
-//! (`eval "$(scripts/testenv.sh up --no-sim)"`) or the cluster in KUBECONFIG. Each test applies a
+//! The strategies against the real API server, without the operator: each test applies a
 //! strategy, checks the objects, applies again (no second write: resourceVersions unchanged),
-//! undoes, and checks conflicts and refusals. Without KUBECONFIG the tests skip with a message.
+//! undoes, and checks conflicts and refusals.
 //!
-//! The test API server runs no controllers: the tests create the ReplicaSets a Deployment
-//! controller would have made, and play the controller where a strategy waits for one.
+//! These tests play the Deployment controller themselves: they create the ReplicaSets a
+//! Deployment controller would have made, and report availability where a strategy waits for
+//! it (their Deployments tell the workload simulator to leave them alone).
 
 use std::time::Duration;
 
 use frys_rollback::strategy::{
     self, Cluster, Error, Kind, Objects, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, Remediation,
 };
-use k8s_openapi::{
-    api::core::v1::Namespace,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
     api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 
+use crate::support::{self, env};
+
 /// One test's namespace and clients.
-struct Env {
+struct Fixture {
     client: Client,
     ns: String,
     cluster: Cluster,
 }
 
-/// A fresh namespace, with the route CRDs installed; None (test skipped) without KUBECONFIG.
-async fn setup(test: &str) -> Option<Env> {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        eprintln!(
-            "skipping {test}: KUBECONFIG is not set; start the test API server with \
-             `eval \"$(scripts/testenv.sh up --no-sim)\"` or point KUBECONFIG at a cluster"
-        );
-        return None;
-    }
-    let client = Client::try_default()
-        .await
-        .expect("a client from KUBECONFIG");
-    install_route_crds(&client).await;
-    let ns = format!("{test}-{}", suffix()).replace('_', "-");
-    let namespace: Namespace = serde_json::from_value(json!({
-        "metadata": {"name": ns, "labels": {"frys.io/test": "true"}}
-    }))
-    .unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("creating the test namespace");
-    Some(Env {
+/// A fresh namespace, with the route CRDs installed.
+async fn setup(prefix: &str) -> Fixture {
+    let client = env().client().await;
+    support::install_route_crds(&client).await;
+    let ns = support::namespace(&client, prefix).await;
+    Fixture {
         cluster: Cluster::new(client.clone(), &ns),
         client,
         ns,
-    })
-}
-
-fn suffix() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::Instant::now().elapsed().as_nanos());
-    format!("{:06x}", h.finish() as u32 & 0xff_ffff)
-}
-
-/// Server-side applies the minimal HTTPRoute and VirtualService CRDs and waits until served.
-async fn install_route_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crds");
-    for file in [
-        "httproutes.gateway.networking.k8s.io.yaml",
-        "virtualservices.networking.istio.io.yaml",
-    ] {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        let crd: CustomResourceDefinition = yaml_serde::from_str(&text).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("frys-strategy-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
-        for _ in 0..150 {
-            let established = api
-                .get(&name)
-                .await
-                .ok()
-                .and_then(|c| c.status?.conditions)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-            if established {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 }
 
-impl Env {
+impl Fixture {
     fn api(&self, kind: Kind) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.ns, &kind.api_resource())
     }
@@ -174,9 +113,7 @@ fn deployment(name: &str, replicas: i32, labels: Value, image: &str) -> Value {
 
 #[tokio::test]
 async fn circuit_breaker_opens_half_opens_and_undoes_on_an_httproute() {
-    let Some(env) = setup("circuit-breaker").await else {
-        return;
-    };
+    let env = setup("circuit-breaker").await;
     let original = json!({
         "metadata": {"name": "web"},
         "spec": {"parentRefs": [{"name": "gateway"}], "rules": [
@@ -248,9 +185,7 @@ async fn circuit_breaker_opens_half_opens_and_undoes_on_an_httproute() {
 
 #[tokio::test]
 async fn traffic_shifting_on_a_virtual_service_and_a_concurrent_edit_conflicts() {
-    let Some(env) = setup("traffic-shifting").await else {
-        return;
-    };
+    let env = setup("traffic-shifting").await;
     let original = json!({
         "metadata": {"name": "web"},
         "spec": {"hosts": ["web.example.com"], "http": [{"name": "main", "route": [
@@ -313,7 +248,7 @@ async fn traffic_shifting_on_a_virtual_service_and_a_concurrent_edit_conflicts()
 }
 
 /// Plays the Deployment controller for `name`: reports all its replicas available.
-fn mark_available(env: &Env, name: &str) -> tokio::task::JoinHandle<()> {
+fn mark_available(env: &Fixture, name: &str) -> tokio::task::JoinHandle<()> {
     let api = env.api(Kind::Deployment);
     let name = name.to_owned();
     tokio::spawn(async move {
@@ -341,9 +276,7 @@ fn mark_available(env: &Env, name: &str) -> tokio::task::JoinHandle<()> {
 
 #[tokio::test]
 async fn environment_switch_readies_the_standby_then_switches_the_selector() {
-    let Some(env) = setup("environment-switch").await else {
-        return;
-    };
+    let env = setup("environment-switch").await;
     env.create(
         Kind::Deployment,
         deployment(
@@ -461,7 +394,7 @@ async fn environment_switch_readies_the_standby_then_switches_the_selector() {
 /// A Deployment `web` at `current` and the ReplicaSets of `revisions` (revision, image,
 /// change-cause) it owns, as the Deployment controller would have left them.
 async fn deployment_with_history(
-    env: &Env,
+    env: &Fixture,
     name: &str,
     current: &str,
     revisions: &[(i64, &str, Option<&str>)],
@@ -518,9 +451,7 @@ fn replica_set(
 
 #[tokio::test]
 async fn version_rollback_is_idempotent_and_undoes_without_replica_set_history() {
-    let Some(env) = setup("version-rollback").await else {
-        return;
-    };
+    let env = setup("version-rollback").await;
     let original = deployment_with_history(
         &env,
         "web",
@@ -628,9 +559,7 @@ async fn version_rollback_is_idempotent_and_undoes_without_replica_set_history()
 
 #[tokio::test]
 async fn version_rollback_refuses_a_reapplied_bad_template_missing_history_and_stale_plans() {
-    let Some(env) = setup("version-rollback-refusals").await else {
-        return;
-    };
+    let env = setup("version-rollback-refusals").await;
     let vr = remediation("VersionRollback", json!({}));
     let bad = deployment_with_history(
         &env,
@@ -711,9 +640,7 @@ async fn version_rollback_refuses_a_reapplied_bad_template_missing_history_and_s
 
 #[tokio::test]
 async fn emergency_shutdown_pins_the_hpa_scales_to_zero_cuts_traffic_and_undoes() {
-    let Some(env) = setup("emergency-shutdown").await else {
-        return;
-    };
+    let env = setup("emergency-shutdown").await;
     env.create(
         Kind::Deployment,
         deployment("web", 4, json!({"app": "web"}), "demo:v1"),

@@ -14,13 +14,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{
-    Router,
-    body::Body,
-    extract::{Request, State},
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
-};
 use frys_rollback::{
     api::Preset,
     prometheus::{
@@ -32,6 +25,8 @@ use frys_rollback::{
     },
     telemetry::Metrics,
 };
+
+use crate::support::prometheus::AuthProxy;
 
 const DEFAULT_BIN: &str = "/root/.cache/frys-rollback/root/usr/bin/prometheus";
 const STEP: i64 = 15;
@@ -615,64 +610,14 @@ async fn bad_queries_carry_prometheus_message() {
     );
 }
 
-/// A proxy in front of Prometheus that wants one of the given `Authorization` values.
-async fn auth_proxy(upstream: String, accepted: Vec<String>) -> String {
-    #[derive(Clone)]
-    struct Proxy {
-        upstream: String,
-        accepted: Vec<String>,
-        http: reqwest::Client,
-    }
-    async fn forward(State(p): State<Proxy>, req: Request) -> Response {
-        let authorized = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| p.accepted.iter().any(|a| a == v));
-        if !authorized {
-            return (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
-        }
-        let (parts, body) = req.into_parts();
-        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut upstream = p
-            .http
-            .request(parts.method, format!("{}{path}", p.upstream))
-            .body(body);
-        if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
-            upstream = upstream.header(header::CONTENT_TYPE, ct);
-        }
-        let answer = upstream.send().await.unwrap();
-        let status = answer.status();
-        let ct = answer.headers().get(header::CONTENT_TYPE).cloned();
-        let bytes = answer.bytes().await.unwrap();
-        let mut response = Response::new(Body::from(bytes));
-        *response.status_mut() = status;
-        if let Some(ct) = ct {
-            response.headers_mut().insert(header::CONTENT_TYPE, ct);
-        }
-        response
-    }
-    let proxy = Proxy {
-        upstream,
-        accepted,
-        http: reqwest::Client::new(),
-    };
-    let app = Router::new().fallback(forward).with_state(proxy);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 #[tokio::test]
 async fn credentials_through_an_auth_proxy() {
     let mut h = history();
     let Some(prom) = TestPrometheus::start(&h.finish(), None).await else {
         return;
     };
-    let accepted = vec!["Bearer t0ken".into(), "Basic ZnJ5czpzM2NyZXQ=".into()]; // frys:s3cret
-    let proxy = auth_proxy(prom.url.clone(), accepted).await;
+    let accepted = ["Bearer t0ken", "Basic ZnJ5czpzM2NyZXQ="]; // frys:s3cret
+    let proxy = AuthProxy::start(&prom.url, &accepted).await;
     let errors = render(
         &preset_template(Preset::ErrorRate, "app"),
         &vars("shop", "web", None),
@@ -681,7 +626,7 @@ async fn credentials_through_an_auth_proxy() {
     let with = |credentials: Credentials| {
         PrometheusClient::new(&Endpoint {
             credentials,
-            ..Endpoint::new(&proxy)
+            ..Endpoint::new(&proxy.url)
         })
         .unwrap()
     };

@@ -1,69 +1,21 @@
-//! Alert notifications against a local webhook receiver (axum on 127.0.0.1) that records what
-//! it is sent and fails the first requests as told. URLs come from a map, except in
-//! `url_from_a_real_secret`, which needs KUBECONFIG (start the test API server with
-//! `eval "$(scripts/testenv.sh up --no-sim)"`) and skips with a message without it.
+//! Alert notifications against a local webhook receiver that records what it is sent and fails
+//! the first requests as told. URLs come from a map, except in `url_from_a_real_secret`, which
+//! reads a Secret of the test environment.
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
+use axum::http::StatusCode;
 use frys_rollback::{
     api::{AlertLevel, NotificationSpec, SecretKeyRef, WebhookFormat, WebhookSink},
     notify::{Alert, Notifier, NotifyError, RetryPolicy, UrlResolver},
     prometheus::CredentialsError,
 };
-use serde_json::Value;
 
-/// Records bodies; answers `fail_status` to the first `fail_first` requests, 200 after.
-#[derive(Clone)]
-struct Receiver {
-    bodies: Arc<Mutex<Vec<Value>>>,
-    hits: Arc<Mutex<u32>>,
-    fail_first: u32,
-    fail_status: StatusCode,
-}
-
-impl Receiver {
-    async fn start(fail_first: u32, fail_status: StatusCode) -> (Self, String) {
-        let r = Self {
-            bodies: Arc::default(),
-            hits: Arc::default(),
-            fail_first,
-            fail_status,
-        };
-        let app = Router::new()
-            .route("/hook", post(receive))
-            .with_state(r.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (r, url)
-    }
-
-    fn hits(&self) -> u32 {
-        *self.hits.lock().unwrap()
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap().clone()
-    }
-}
-
-async fn receive(State(r): State<Receiver>, Json(body): Json<Value>) -> StatusCode {
-    let n = {
-        let mut hits = r.hits.lock().unwrap();
-        *hits += 1;
-        *hits
-    };
-    if n <= r.fail_first {
-        return r.fail_status;
-    }
-    r.bodies.lock().unwrap().push(body);
-    StatusCode::OK
-}
+use crate::support::{self, env, webhook::Receiver};
 
 /// URLs by Secret name/key.
 #[derive(Clone, Default)]
@@ -377,42 +329,17 @@ async fn invalid_url_is_reported() {
 
 #[tokio::test]
 async fn url_from_a_real_secret() {
-    use k8s_openapi::api::core::v1::{Namespace, Secret};
-    use kube::{Api, api::PostParams};
-
-    if std::env::var_os("KUBECONFIG").is_none() {
-        eprintln!(
-            "skipping url_from_a_real_secret: KUBECONFIG is not set; start the test API server \
-             with `eval \"$(scripts/testenv.sh up --no-sim)\"` or point KUBECONFIG at a cluster"
-        );
-        return;
-    }
-    let client = kube::Client::try_default()
-        .await
-        .expect("a client from KUBECONFIG");
-    let ns = format!("notify-{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    let client = env().client().await;
+    let ns = support::namespace(&client, "notify").await;
 
     let (r, url) = Receiver::start(1, StatusCode::BAD_GATEWAY).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "slack-hook"},
-                "stringData": {"url": format!("{url}\n")},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    support::create_secret(
+        &client,
+        &ns,
+        "slack-hook",
+        serde_json::json!({"url": format!("{url}\n")}),
+    )
+    .await;
 
     let n = fast();
     let sinks = [
@@ -436,6 +363,4 @@ async fn url_from_a_real_secret() {
             .unwrap()
             .starts_with("[Critical] shop/web")
     );
-
-    let _ = namespaces.delete(&ns, &Default::default()).await;
 }
