@@ -95,6 +95,7 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
         let message = format!("RollbackPolicy {policy_name} not found in namespace {ns}");
         tracing::warn!(event = %name, namespace = %ns, %message, "event refused");
         finish(&mut status, EventPhase::Failed, message);
+        ctx.fence.check()?;
         write_status(&events, &name, &status).await?;
         return Ok(Action::await_change());
     };
@@ -126,6 +127,7 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
                 status.phase = EventPhase::Pending;
                 status.message = Some("accepted".into());
             }
+            ctx.fence.check()?;
             write_status(&events, &name, &status).await?;
             Ok(Action::requeue(Duration::ZERO))
         }
@@ -133,10 +135,12 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
             // Suspend holds every event, emergencies too (DESIGN: they bypass all but suspend).
             if policy.spec.suspend {
                 status.message = Some("waiting: the policy is suspended".into());
+                ctx.fence.check()?;
                 write_status(&events, &name, &status).await?;
                 return Ok(Action::requeue(Duration::from_secs(10)));
             }
             execute(&ctx, &event, &policy, &mut status).await?;
+            ctx.fence.check()?;
             write_status(&events, &name, &status).await?;
             Ok(Action::requeue(Duration::ZERO))
         }
@@ -187,7 +191,7 @@ async fn execute(
         .get_or_insert_with(|| Time(Timestamp::now()));
     status.message = Some(format!("applying {strategy}"));
 
-    let cluster = Cluster::new(ctx.client.clone(), &ns);
+    let cluster = Cluster::new(ctx.client.clone(), &ns).with_fence(ctx.fence.clone());
     let target = &policy.spec.target_ref.name;
     let deadline = tokio::time::Instant::now() + timeout;
     let timed_out = || {
@@ -216,6 +220,7 @@ async fn execute(
         if status.actions.is_empty() || !resumed {
             status.actions = plan.actions();
         }
+        ctx.fence.check()?;
         write_status(&events, &name, status).await?;
         match tokio::time::timeout_at(deadline, cluster.execute(&plan)).await {
             Ok(Ok(actions)) => {
@@ -307,6 +312,7 @@ async fn verify(
         },
         message,
     );
+    ctx.fence.check()?;
     write_status(events, &event.name_any(), status).await?;
     Ok(Action::await_change())
 }
@@ -397,7 +403,7 @@ async fn undo(
             "undo: nothing to undo (no action, or all undone already)".to_string()
         }
         "true" | "force" => {
-            let cluster = Cluster::new(ctx.client.clone(), &ns);
+            let cluster = Cluster::new(ctx.client.clone(), &ns).with_fence(ctx.fence.clone());
             match strategy::undo(&cluster, &status.actions, value == "force").await {
                 Ok(actions) => {
                     status.actions = actions;
@@ -416,6 +422,7 @@ async fn undo(
         other => format!("undo: unknown value {other:?} (use true or force)"),
     };
     status.message = Some(message);
+    ctx.fence.check()?;
     write_status(events, &name, status).await?;
     let remove = json!({"metadata": {"annotations": {annotations::UNDO: null}}});
     events
@@ -465,7 +472,7 @@ async fn half_open_when_due(
     if elapsed < open {
         return Ok(Action::requeue(open - elapsed));
     }
-    let cluster = Cluster::new(ctx.client.clone(), &ns);
+    let cluster = Cluster::new(ctx.client.clone(), &ns).with_fence(ctx.fence.clone());
     let message = match strategy::half_open(&cluster, &status.actions).await {
         Ok(actions) => {
             status.actions = actions;
@@ -482,6 +489,7 @@ async fn half_open_when_due(
         }
     };
     status.message = Some(message);
+    ctx.fence.check()?;
     write_status(events, &name, status).await?;
     Ok(Action::await_change())
 }

@@ -39,6 +39,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Sends alerts to the policies' webhook sinks, never blocking a reconcile.
     pub notifier: crate::notify::Notifier,
+    /// Leadership: checked right before each remediation step and event phase write.
+    pub fence: crate::leader::Fence,
 }
 
 /// Errors of a reconciliation; each is retried by the controller's error policy.
@@ -52,6 +54,8 @@ pub enum Error {
     Serialization(#[from] serde_json::Error),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    NotLeader(#[from] crate::leader::NotLeader),
 }
 
 impl Error {
@@ -62,6 +66,7 @@ impl Error {
             Error::MissingField(_) => "MissingField",
             Error::Serialization(_) => "Serialization",
             Error::Invalid(_) => "Invalid",
+            Error::NotLeader(_) => "NotLeader",
         }
     }
 }
@@ -105,6 +110,7 @@ pub async fn run(
     metrics: Metrics,
     ready: Arc<std::sync::atomic::AtomicBool>,
     shutdown: Shutdown,
+    fence: crate::leader::Fence,
 ) {
     let reporter = Reporter {
         controller: "frys-rollback".into(),
@@ -118,6 +124,7 @@ pub async fn run(
         namespace,
         http: reqwest::Client::new(),
         notifier: crate::notify::Notifier::default(),
+        fence,
     });
 
     let (events, event_store) = event::controller(ctx.clone(), shutdown.clone());

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{
     Change, Error, Kind, Plan, Record, Remediation, Request, Step, WaitAvailable, json, plan_undo,
 };
-use crate::api::Action;
+use crate::{api::Action, leader::Fence};
 
 /// Field manager of the changes strategies make (visible in `managedFields`).
 pub const FIELD_MANAGER: &str = "frys-rollback";
@@ -26,6 +26,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 pub struct Cluster {
     client: Client,
     namespace: String,
+    /// Checked before every write; open unless set by [`Cluster::with_fence`].
+    fence: Fence,
 }
 
 /// A failure part way: the error, and the actions as they stand (for apply: those performed
@@ -116,6 +118,7 @@ impl Cluster {
         Self {
             client,
             namespace: namespace.into(),
+            fence: Fence::unfenced(),
         }
     }
 
@@ -172,6 +175,7 @@ impl Cluster {
 
     /// Performs one change; returns its action stamped with the time.
     pub async fn perform(&self, change: &Change) -> Result<Action, Error> {
+        self.fence.check()?;
         let api = self.api(change.kind);
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -263,6 +267,14 @@ impl Cluster {
             }
             tokio::time::sleep(POLL.min(wait.timeout.saturating_sub(start.elapsed()))).await;
         }
+    }
+}
+
+impl Cluster {
+    /// Writes only while `fence` holds (the operator's leadership): a deposed leader stops at
+    /// its next step instead of racing the new one.
+    pub fn with_fence(self, fence: Fence) -> Self {
+        Self { fence, ..self }
     }
 }
 

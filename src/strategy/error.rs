@@ -94,6 +94,10 @@ pub enum Error {
 
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+
+    /// This process lost the lease (or never held it): it must not write.
+    #[error(transparent)]
+    NotLeader(#[from] crate::leader::NotLeader),
 }
 
 impl Error {
@@ -114,6 +118,7 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidRecord { .. } => "InvalidRecord",
             Error::Kube(_) => "Kube",
+            Error::NotLeader(_) => "NotLeader",
         }
     }
 
