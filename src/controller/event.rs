@@ -220,16 +220,25 @@ async fn execute(
         if status.actions.is_empty() || !resumed {
             status.actions = plan.actions();
         }
+        // A resumed run keeps the record of the steps its predecessor applied.
+        let recorded = if resumed {
+            status.actions.clone()
+        } else {
+            vec![]
+        };
+        let planned = plan.actions();
+        let record =
+            |performed| strategy::resume_actions(&recorded, &planned, performed, Timestamp::now());
         ctx.fence.check()?;
         write_status(&events, &name, status).await?;
         match tokio::time::timeout_at(deadline, cluster.execute(&plan)).await {
             Ok(Ok(actions)) => {
                 failpoint("abort-after-apply");
-                status.actions = actions;
+                status.actions = record(actions);
             }
             Ok(Err(ApplyError { actions, error })) => {
                 tracing::error!(event = %name, namespace = %ns, %strategy, %error, "remediation failed");
-                status.actions = actions;
+                status.actions = record(actions);
                 finish(
                     status,
                     EventPhase::Failed,

@@ -38,16 +38,21 @@ const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/servicea
 pub struct Settings {
     /// Elect one active replica by a Lease; the others stand by. Turn it off only where a
     /// single operator runs (local runs): two unelected operators would both act.
-    #[arg(long = "leader-election", env = "FRYS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(id = "leader_election", long = "leader-election", env = "FRYS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub enabled: bool,
 
     /// Namespace of the Lease. Default: the operator's own (POD_NAMESPACE from the downward
     /// API, else the service account's namespace file, else `default`).
-    #[arg(long = "leader-election-namespace", env = "POD_NAMESPACE")]
+    #[arg(
+        id = "leader_election_namespace",
+        long = "leader-election-namespace",
+        env = "POD_NAMESPACE"
+    )]
     pub namespace: Option<String>,
 
     /// Name of the Lease; replicas that share it elect one leader.
     #[arg(
+        id = "leader_election_lease_name",
         long = "leader-election-lease-name",
         env = "FRYS_LEADER_ELECTION_LEASE_NAME",
         default_value = "frys-rollback"
@@ -56,11 +61,11 @@ pub struct Settings {
 
     /// How long a lease lasts unrenewed before another replica takes it over. The leader
     /// stops acting a third earlier (the safety margin).
-    #[arg(long = "leader-election-lease-duration", env = "FRYS_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration_arg)]
+    #[arg(id = "leader_election_lease_duration", long = "leader-election-lease-duration", env = "FRYS_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration_arg)]
     pub lease_duration: Duration,
 
     /// How often the leader renews the lease, and a follower tries to take it.
-    #[arg(long = "leader-election-renew-period", env = "FRYS_LEADER_ELECTION_RENEW_PERIOD", default_value = "2s", value_parser = parse_duration_arg)]
+    #[arg(id = "leader_election_renew_period", long = "leader-election-renew-period", env = "FRYS_LEADER_ELECTION_RENEW_PERIOD", default_value = "2s", value_parser = parse_duration_arg)]
     pub renew_period: Duration,
 }
 
@@ -228,6 +233,38 @@ mod tests {
         let mut s = settings(15, 2000);
         s.namespace = Some("ops".into());
         assert_eq!(s.lease_namespace(), "ops");
+    }
+
+    #[test]
+    fn the_flags_parse_and_turn_off() {
+        use clap::Parser;
+        let parse = |args: &[&str]| -> Settings {
+            let cli =
+                crate::cli::Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            match cli.command {
+                crate::cli::Command::Run(run) => run.leader_election,
+                other => panic!("{other:?}"),
+            }
+        };
+        let on = parse(&["frys-rollback", "run"]);
+        assert!(on.enabled);
+        assert_eq!(on.lease_duration, Duration::from_secs(15));
+        assert!(!parse(&["frys-rollback", "run", "--leader-election=false"]).enabled);
+        let short = parse(&[
+            "frys-rollback",
+            "run",
+            "--namespace",
+            "shop",
+            "--leader-election-lease-duration",
+            "3s",
+            "--leader-election-renew-period",
+            "1s",
+            "--leader-election-namespace",
+            "ops",
+        ]);
+        assert_eq!(short.lease_duration, Duration::from_secs(3));
+        assert_eq!(short.renew_period, Duration::from_secs(1));
+        assert_eq!(short.namespace.as_deref(), Some("ops"));
     }
 
     #[test]

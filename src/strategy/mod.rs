@@ -29,6 +29,7 @@ mod emergency_shutdown;
 mod environment_switch;
 mod error;
 mod record;
+mod resume;
 pub mod route;
 mod scale;
 mod traffic_shifting;
@@ -47,6 +48,7 @@ pub use emergency_shutdown::PINNED;
 pub use environment_switch::DEFAULT_READY_TIMEOUT;
 pub use error::Error;
 pub use record::{Record, plan_undo};
+pub use resume::resume_actions;
 pub use version_rollback::{
     CHANGE_CAUSE, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, template_hash,
 };
