@@ -235,5 +235,35 @@ async fn one_of_two_replicas_leads_and_the_other_finishes_its_remediation() {
         "Service switched more than once"
     );
     assert_eq!(holder(&leases).await.as_deref(), Some(follower_id.as_str()));
-    drop(follower);
+
+    // A leader stopped by SIGTERM (a rolling update, a drain) frees the lease: a standby takes
+    // over at its next try, without waiting out the lease.
+    let standby = Operator::start(&ns, LEADER_ARGS).await;
+    let standby_id = eventually("the standby's identity", TIMEOUT, || async {
+        standby.identity()
+    })
+    .await;
+    eventually("the standby standing by", TIMEOUT, || async {
+        standby.logged("leader election: standing by").then_some(())
+    })
+    .await;
+    let stopping = Instant::now();
+    let stopped_log = follower.log.clone();
+    let exit = follower.stop().await;
+    assert!(exit.success(), "clean exit: {exit}");
+    eventually("the standby leads", TIMEOUT, || async {
+        (holder(&leases).await? == standby_id).then_some(())
+    })
+    .await;
+    let handover = stopping.elapsed();
+    eprintln!(
+        "handover on SIGTERM (lease released): {:.1}s",
+        handover.as_secs_f64()
+    );
+    let log = std::fs::read_to_string(&stopped_log).unwrap();
+    assert!(
+        log.contains("\"message\":\"leader election: lease released\""),
+        "the stopped leader did not release the lease: {}",
+        stopped_log.display()
+    );
 }
