@@ -4,8 +4,8 @@
 //! resolution), `prometheus` (queries, templates, shared-query planning), `assess` and `decide`
 //! (the pure engine: data in, decisions out, no I/O), `strategy` (the five remediations: pure
 //! planners and a thin apply layer), `controller` (reconcilers), `server` (HTTP endpoints),
-//! `telemetry` (logs and metrics), `verify` (the six checks after a remediation), `cli` (the
-//! commands).
+//! `telemetry` (logs and metrics), `verify` (the six checks after a remediation), `leader`
+//! (leader election and the fence every write checks), `cli` (the commands).
 
 pub mod api;
 pub mod assess;
@@ -15,6 +15,7 @@ pub mod controller;
 pub mod decide;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod leader;
 pub mod notify;
 pub mod prometheus;
 pub mod server;

@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::{
     config::{LogFormat, OperatorConfig},
-    controller, server,
+    controller, leader, server,
     telemetry::{self, Metrics},
 };
 
@@ -30,6 +30,9 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "FRYS_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub leader_election: leader::Settings,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -55,16 +58,46 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = server::router(metrics.clone(), ready.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone());
 
-    let controllers = controller::run(
-        client,
-        args.config,
-        args.namespace,
-        metrics,
-        ready,
-        shutdown,
-    );
-    let (served, ()) = tokio::join!(server, controllers);
-    served.context("metrics server")?;
+    let leadership = leader::Leadership::start(client.clone(), &args.leader_election)?;
+    let fence = leadership.fence();
+    if args.leader_election.enabled {
+        // A follower standing by is healthy: readiness must not hold up a rolling update.
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    let work = async {
+        // Followers wait here; the controllers start only once this process leads.
+        let leading = tokio::select! {
+            acquired = fence.acquired() => acquired.is_ok(),
+            () = shutdown.clone() => false,
+        };
+        if leading {
+            controller::run(
+                client,
+                args.config,
+                args.namespace,
+                metrics,
+                ready,
+                shutdown.clone(),
+                fence.clone(),
+            )
+            .await;
+        }
+    };
+    // A term that was won and then lost ends the process: the Deployment restarts it as a
+    // follower, with nothing in memory from the lost term.
+    let lost = async {
+        if fence.acquired().await.is_ok() {
+            fence.lost().await;
+        }
+    };
+    tokio::select! {
+        (served, ()) = async { tokio::join!(server, work) } => served.context("metrics server")?,
+        () = lost => {
+            tracing::error!(identity = leadership.identity(), "leadership lost: exiting");
+            anyhow::bail!("lost the leader lease; exiting so that this replica restarts as a follower");
+        }
+    }
+    leadership.release().await;
     tracing::info!("frys-rollback stopped");
     Ok(())
 }

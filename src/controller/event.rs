@@ -100,6 +100,7 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
         let message = format!("RollbackPolicy {policy_name} not found in namespace {ns}");
         tracing::warn!(%message, "event refused");
         finish(&mut status, EventPhase::Failed, message);
+        ctx.fence.check()?;
         write_status(&events, &name, &status).await?;
         return Ok(Action::await_change());
     };
@@ -131,6 +132,7 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
                 status.phase = EventPhase::Pending;
                 status.message = Some("accepted".into());
             }
+            ctx.fence.check()?;
             write_status(&events, &name, &status).await?;
             Ok(Action::requeue(Duration::ZERO))
         }
@@ -138,10 +140,12 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
             // Suspend holds every event, emergencies too (DESIGN: they bypass all but suspend).
             if policy.spec.suspend {
                 status.message = Some("waiting: the policy is suspended".into());
+                ctx.fence.check()?;
                 write_status(&events, &name, &status).await?;
                 return Ok(Action::requeue(Duration::from_secs(10)));
             }
             execute(&ctx, &event, &policy, &mut status).await?;
+            ctx.fence.check()?;
             write_status(&events, &name, &status).await?;
             Ok(Action::requeue(Duration::ZERO))
         }
@@ -181,7 +185,7 @@ async fn execute(
         .get_or_insert_with(|| Time(Timestamp::now()));
     status.message = Some(format!("applying {strategy}"));
 
-    let cluster = Cluster::new(ctx.client.clone(), &ns);
+    let cluster = Cluster::new(ctx.client.clone(), &ns).with_fence(ctx.fence.clone());
     let target = &policy.spec.target_ref.name;
     let deadline = tokio::time::Instant::now() + timeout;
     let timed_out = || {
@@ -210,15 +214,25 @@ async fn execute(
         if status.actions.is_empty() || !resumed {
             status.actions = plan.actions();
         }
+        // A resumed run keeps the record of the steps its predecessor applied.
+        let recorded = if resumed {
+            status.actions.clone()
+        } else {
+            vec![]
+        };
+        let planned = plan.actions();
+        let record =
+            |performed| strategy::resume_actions(&recorded, &planned, performed, Timestamp::now());
+        ctx.fence.check()?;
         write_status(&events, &name, status).await?;
         match tokio::time::timeout_at(deadline, cluster.execute(&plan)).await {
             Ok(Ok(actions)) => {
                 failpoint("abort-after-apply");
-                status.actions = actions;
+                status.actions = record(actions);
             }
             Ok(Err(ApplyError { actions, error })) => {
                 tracing::error!(%error, "remediation failed");
-                status.actions = actions;
+                status.actions = record(actions);
                 finish(
                     status,
                     EventPhase::Failed,
@@ -301,6 +315,7 @@ async fn verify(
         },
         message,
     );
+    ctx.fence.check()?;
     write_status(events, &event.name_any(), status).await?;
     Ok(Action::await_change())
 }
@@ -391,7 +406,7 @@ async fn undo(
             "undo: nothing to undo (no action, or all undone already)".to_string()
         }
         "true" | "force" => {
-            let cluster = Cluster::new(ctx.client.clone(), &ns);
+            let cluster = Cluster::new(ctx.client.clone(), &ns).with_fence(ctx.fence.clone());
             match strategy::undo(&cluster, &status.actions, value == "force").await {
                 Ok(actions) => {
                     status.actions = actions;
@@ -410,6 +425,7 @@ async fn undo(
         other => format!("undo: unknown value {other:?} (use true or force)"),
     };
     status.message = Some(message);
+    ctx.fence.check()?;
     write_status(events, &name, status).await?;
     let remove = json!({"metadata": {"annotations": {annotations::UNDO: null}}});
     events
@@ -460,7 +476,7 @@ async fn half_open_when_due(
     if elapsed < open {
         return Ok(Action::requeue(open - elapsed));
     }
-    let cluster = Cluster::new(ctx.client.clone(), &ns);
+    let cluster = Cluster::new(ctx.client.clone(), &ns).with_fence(ctx.fence.clone());
     let message = match strategy::half_open(&cluster, &status.actions).await {
         Ok(actions) => {
             status.actions = actions;
@@ -477,6 +493,7 @@ async fn half_open_when_due(
         }
     };
     status.message = Some(message);
+    ctx.fence.check()?;
     write_status(events, &name, status).await?;
     Ok(Action::await_change())
 }

@@ -40,6 +40,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Sends alerts to the policies' webhook sinks, never blocking a reconcile.
     pub notifier: crate::notify::Notifier,
+    /// Leadership: checked right before each remediation step and event phase write.
+    pub fence: crate::leader::Fence,
 }
 
 /// Errors of a reconciliation; each is retried by the controller's error policy.
@@ -55,6 +57,8 @@ pub enum Error {
     Invalid(String),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error(transparent)]
+    NotLeader(#[from] crate::leader::NotLeader),
 }
 
 impl Error {
@@ -70,6 +74,7 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
                 _ => "Finalizer",
             },
+            Error::NotLeader(_) => "NotLeader",
         }
     }
 }
@@ -113,6 +118,7 @@ pub async fn run(
     metrics: Metrics,
     ready: Arc<std::sync::atomic::AtomicBool>,
     shutdown: Shutdown,
+    fence: crate::leader::Fence,
 ) {
     let reporter = Reporter {
         controller: "frys-rollback".into(),
@@ -126,6 +132,7 @@ pub async fn run(
         namespace,
         http: reqwest::Client::new(),
         notifier: crate::notify::Notifier::default(),
+        fence,
     });
 
     let (events, event_store) = event::controller(ctx.clone(), shutdown.clone());

@@ -13,7 +13,7 @@ use super::{
     Change, Error, Kind, Objects, Plan, Record, Remediation, Request, Step, WaitAvailable, json,
     plan_undo,
 };
-use crate::api::Action;
+use crate::{api::Action, leader::Fence};
 
 /// Field manager of the changes strategies make (visible in `managedFields`).
 pub const FIELD_MANAGER: &str = "frys-rollback";
@@ -27,6 +27,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 pub struct Cluster {
     client: Client,
     namespace: String,
+    /// Checked before every write; open unless set by [`Cluster::with_fence`].
+    fence: Fence,
 }
 
 /// A failure part way: the error, and the actions as they stand (for apply: those performed
@@ -141,6 +143,7 @@ impl Cluster {
         Self {
             client,
             namespace: namespace.into(),
+            fence: Fence::unfenced(),
         }
     }
 
@@ -173,6 +176,7 @@ impl Cluster {
 
     /// Performs one change; returns its action stamped with the time.
     pub async fn perform(&self, change: &Change) -> Result<Action, Error> {
+        self.fence.check()?;
         let api = self.api(change.kind);
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -264,6 +268,14 @@ impl Cluster {
             }
             tokio::time::sleep(POLL.min(wait.timeout.saturating_sub(start.elapsed()))).await;
         }
+    }
+}
+
+impl Cluster {
+    /// Writes only while `fence` holds (the operator's leadership): a deposed leader stops at
+    /// its next step instead of racing the new one.
+    pub fn with_fence(self, fence: Fence) -> Self {
+        Self { fence, ..self }
     }
 }
 

@@ -98,6 +98,10 @@ pub enum Error {
 
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+
+    /// This process lost the lease (or never held it): it must not write.
+    #[error(transparent)]
+    NotLeader(#[from] crate::leader::NotLeader),
 }
 
 impl Error {
@@ -118,6 +122,7 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidRecord { .. } => "InvalidRecord",
             Error::Kube(_) => "Kube",
+            Error::NotLeader(_) => "NotLeader",
         }
     }
 

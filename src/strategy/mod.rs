@@ -31,6 +31,7 @@ mod error;
 mod json;
 mod kind;
 mod record;
+mod resume;
 pub mod route;
 mod scale;
 mod traffic_shifting;
@@ -53,6 +54,7 @@ pub use environment_switch::DEFAULT_READY_TIMEOUT;
 pub use error::Error;
 pub use kind::Kind;
 pub use record::Record;
+pub use resume::resume_actions;
 pub use undo_plan::plan_undo;
 pub use version_rollback::{
     CHANGE_CAUSE, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, template_hash,

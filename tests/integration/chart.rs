@@ -159,6 +159,9 @@ async fn chart_lints_and_renders() {
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "Deployment",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
             "Service",
             "ServiceAccount",
         ]
@@ -195,7 +198,50 @@ async fn chart_lints_and_renders() {
         );
     }
     let deployment = find(&objects, "Deployment")[0];
-    assert_eq!(deployment["spec"]["replicas"], 1);
+    // High availability: two replicas, one leader by Lease, a standby started before a pod
+    // stops, and one replica kept through drains.
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    let pdb = find(&objects, "PodDisruptionBudget")[0];
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    // The Lease: a Role in the release namespace (not a ClusterRole), leases only.
+    let election = find(&objects, "Role")[0];
+    assert_eq!(election["metadata"]["namespace"], "ops");
+    assert_eq!(
+        grants([election]),
+        [
+            (
+                "coordination.k8s.io".to_owned(),
+                "leases".to_owned(),
+                "create".to_owned(),
+                vec![]
+            ),
+            (
+                "coordination.k8s.io".to_owned(),
+                "leases".to_owned(),
+                "get".to_owned(),
+                vec!["frys-rollback".to_owned()]
+            ),
+            (
+                "coordination.k8s.io".to_owned(),
+                "leases".to_owned(),
+                "update".to_owned(),
+                vec!["frys-rollback".to_owned()]
+            ),
+        ]
+    );
+    assert_eq!(
+        find(&objects, "RoleBinding")[0]["metadata"]["namespace"],
+        "ops"
+    );
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     assert_eq!(container["args"], json!(["run"]));
@@ -226,7 +272,10 @@ async fn chart_lints_and_renders() {
         "FRYS_MAX_CONCURRENT_REMEDIATIONS",
         "FRYS_FREEZE",
         "FRYS_LOG_FORMAT",
+        "FRYS_LEADER_ELECTION",
+        "FRYS_LEADER_ELECTION_LEASE_NAME",
         "POD_NAME",
+        "POD_NAMESPACE",
     ] {
         assert!(env_names.contains(&name), "no {name} in {env_names:?}");
     }
@@ -240,6 +289,16 @@ async fn chart_lints_and_renders() {
     assert_eq!(
         pod_name["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.name"
+    );
+    let pod_namespace = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "POD_NAMESPACE")
+        .unwrap();
+    assert_eq!(
+        pod_namespace["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
     );
 
     // Every value the chart passes parses as `frys-rollback run` would parse it.
@@ -259,6 +318,10 @@ async fn chart_lints_and_renders() {
                 "ROLLBACK_ENV" => "--environment",
                 "FRYS_LOG_FORMAT" => "--log-format",
                 "FRYS_METRICS_ADDR" => "--metrics-addr",
+                "FRYS_LEADER_ELECTION" => "--leader-election",
+                "FRYS_LEADER_ELECTION_LEASE_NAME" => "--leader-election-lease-name",
+                "FRYS_LEADER_ELECTION_LEASE_DURATION" => "--leader-election-lease-duration",
+                "FRYS_LEADER_ELECTION_RENEW_PERIOD" => "--leader-election-renew-period",
                 _ => continue,
             };
             run.extend([flag.to_owned(), v.to_owned()]);
@@ -288,15 +351,33 @@ async fn chart_lints_and_renders() {
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
+            "PodDisruptionBudget",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "Service",
             "ServiceAccount",
         ]
     );
-    assert_eq!(find(&objects, "Role")[0]["metadata"]["namespace"], "shop");
+    let named = |kind: &str, name: &str| -> Value {
+        find(&objects, kind)
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
     assert_eq!(
-        find(&objects, "RoleBinding")[0]["subjects"][0]["namespace"],
+        named("Role", "frys-rollback")["metadata"]["namespace"],
+        "shop"
+    );
+    assert_eq!(
+        named("RoleBinding", "frys-rollback")["subjects"][0]["namespace"],
+        "ops"
+    );
+    // The Lease stays in the release namespace, whichever namespace is watched.
+    assert_eq!(
+        named("Role", "frys-rollback-leader-election")["metadata"]["namespace"],
         "ops"
     );
     assert_eq!(
@@ -315,18 +396,36 @@ async fn chart_lints_and_renders() {
     // The optional objects.
     let objects = render(&[
         "serviceMonitor.enabled=true",
-        "podDisruptionBudget.enabled=true",
         "operator.prometheusUrl=http://prometheus.monitoring:9090",
     ]);
     assert_eq!(find(&objects, "ServiceMonitor").len(), 1);
-    assert_eq!(find(&objects, "PodDisruptionBudget").len(), 1);
+
+    // A single replica without leader election (local or minimal installs): never two
+    // operators at once, so no rolling update, and no Lease permissions.
+    let objects = render(&[
+        "replicaCount=1",
+        "leaderElection.enabled=false",
+        "podDisruptionBudget.enabled=false",
+    ]);
+    let deployment = find(&objects, "Deployment")[0];
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert!(find(&objects, "Role").is_empty());
+    assert!(find(&objects, "PodDisruptionBudget").is_empty());
+    let vars = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    assert!(
+        vars.iter()
+            .any(|e| e["name"] == "FRYS_LEADER_ELECTION" && e["value"] == "false")
+    );
 
     // The schema refuses what the operator would not accept, and unknown values.
     for bad in [
         "operator.logFormat=xml",
         "operator.thresholds.errorRate=2",
         "operator.interval=soon",
-        "replicaCount=2",
+        "replicaCount=2,leaderElection.enabled=false",
+        "leaderElection.leaseDuration=soon",
         "watchNamespace=Not_A_Name",
         "noSuchValue=1",
     ] {
@@ -375,6 +474,8 @@ async fn chart_installs_every_object() {
         "deployment/frys-rollback",
         "service/frys-rollback-metrics",
         "poddisruptionbudget/frys-rollback",
+        "role/frys-rollback-leader-election",
+        "rolebinding/frys-rollback-leader-election",
         "serviceaccount/frys-ns-frys-rollback",
         "deployment/frys-ns-frys-rollback",
         "role/frys-ns-frys-rollback",
@@ -632,7 +733,12 @@ async fn chart_rbac_is_what_the_operator_uses() {
         "no request of this test's operator in the log"
     );
     let cluster_wide = render(&[]);
-    let cluster_grants = grants(find(&cluster_wide, "ClusterRole"));
+    let mut cluster_grants = grants(find(&cluster_wide, "ClusterRole"));
+    // Plus the leader-election Role of the release namespace: the tests' operators keep their
+    // Lease in their own namespace (POD_NAMESPACE), which stands for it.
+    let election = find(&cluster_wide, "Role");
+    assert_eq!(election.len(), 1, "one Role: the Lease's");
+    cluster_grants.extend(grants(election));
     let mut denied = BTreeSet::new();
     for r in &requests {
         let key = request_key(r);

@@ -8,6 +8,7 @@ mod apiserver;
 mod assessment;
 mod chart;
 mod cli;
+mod failover;
 mod notify;
 mod operator;
 mod prometheus;

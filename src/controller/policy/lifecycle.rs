@@ -35,7 +35,8 @@ async fn restore_all(pctx: &PolicyContext, policy: &RollbackPolicy) {
         .filter(|e| e.spec.policy_ref.name == policy.name_any())
         .collect();
     own.sort_by_key(|e| std::cmp::Reverse((e.creation_timestamp(), e.name_any())));
-    let cluster = strategy::Cluster::new(pctx.shared.client.clone(), &ns);
+    let cluster = strategy::Cluster::new(pctx.shared.client.clone(), &ns)
+        .with_fence(pctx.shared.fence.clone());
     for event in own {
         let Some(status) = &event.status else {
             continue;

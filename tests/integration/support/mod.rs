@@ -331,6 +331,8 @@ impl Operator {
             .args(&args)
             .env("KUBECONFIG", &env.kubeconfig)
             .env("RUST_LOG", "info,frys_rollback=debug")
+            // Its Lease in the test's namespace, as in a pod: tests run in parallel.
+            .env("POD_NAMESPACE", namespace)
             .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -386,6 +388,30 @@ impl Operator {
             .await
             .expect("operator still running")
             .unwrap()
+    }
+
+    /// Its identity in the leader-election Lease, from its log.
+    pub fn identity(&self) -> Option<String> {
+        std::fs::read_to_string(&self.log)
+            .ok()?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|v| v.get("identity")?.as_str().map(str::to_owned))
+    }
+
+    /// True once its log has a line with this message.
+    pub fn logged(&self, message: &str) -> bool {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v["message"] == message)
+    }
+
+    /// SIGKILL: no shutdown, no lease release (a node lost, an OOM kill).
+    pub async fn kill(mut self) -> std::process::ExitStatus {
+        self.child.start_kill().expect("killing the operator");
+        self.child.wait().await.unwrap()
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -468,4 +494,18 @@ pub fn operator_patches(namespace: &str, resource: &str) -> usize {
                 .is_some_and(|u| u.starts_with("frys-rollback/"))
         })
         .count()
+}
+
+/// Requests the operator made in `namespace`, from the control plane's request log, in order.
+pub fn operator_requests(namespace: &str) -> Vec<serde_json::Value> {
+    env()
+        .requests()
+        .into_iter()
+        .filter(|r| r["namespace"] == namespace)
+        .filter(|r| {
+            r["userAgent"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("frys-rollback/"))
+        })
+        .collect()
 }
