@@ -33,7 +33,7 @@ const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str)] = &[(
 )];
 
 /// (success, stdout, stderr) of helm.
-fn helm(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn helm(args: &[&str]) -> (bool, String, String) {
     let out = tool("helm", args, None);
     (
         out.status.success(),

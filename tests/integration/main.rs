@@ -6,6 +6,7 @@ mod apiserver;
 mod assessment;
 mod chart;
 mod cli;
+mod install;
 mod operator;
 mod remediation;
 mod simulator;
