@@ -289,14 +289,19 @@ async fn a_bad_query_makes_the_policy_not_ready() {
 /// A bearer token from a Secret, checked by a small proxy in front of Prometheus.
 #[tokio::test]
 async fn bearer_token_from_a_secret_reaches_prometheus() {
-    let Some((client, ns, _operator)) = setup("as-auth", &[]).await else {
+    if !support::require_simulator("as-auth") {
         return;
-    };
+    }
     let upstream = env().prometheus_url.clone().unwrap();
     let proxy = support::prometheus::AuthProxy::start(&upstream, "s3cret").await;
+    let Some((client, ns, _operator)) =
+        setup("as-auth", &["--allow-prometheus-url", &proxy.url]).await
+    else {
+        return;
+    };
     create_deployment(&client, &ns, "web").await;
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "prom-token"},
+        "metadata": {"name": "prom-token", "labels": {"rollback.frys.io/policy-access": "true"}},
         "stringData": {"token": "s3cret\n"}
     }))
     .unwrap();

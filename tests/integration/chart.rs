@@ -265,6 +265,7 @@ async fn chart_lints_and_renders() {
                 "ROLLBACK_ENV" => "--environment",
                 "FRYS_LOG_FORMAT" => "--log-format",
                 "FRYS_METRICS_ADDR" => "--metrics-addr",
+                "FRYS_ALLOW_PROMETHEUS_URLS" => "--allow-prometheus-url",
                 _ => continue,
             };
             run.extend([flag.to_owned(), v.to_owned()]);
@@ -323,9 +324,21 @@ async fn chart_lints_and_renders() {
         "serviceMonitor.enabled=true",
         "podDisruptionBudget.enabled=true",
         "operator.prometheusUrl=http://prometheus.monitoring:9090",
+        "operator.allowedPrometheusUrls={https://thanos.example/a,https://thanos.example/b}",
     ]);
     assert_eq!(find(&objects, "ServiceMonitor").len(), 1);
     assert_eq!(find(&objects, "PodDisruptionBudget").len(), 1);
+    let env = &find(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let allowed = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "FRYS_ALLOW_PROMETHEUS_URLS")
+        .expect("allowedPrometheusUrls sets FRYS_ALLOW_PROMETHEUS_URLS");
+    assert_eq!(
+        allowed["value"],
+        "https://thanos.example/a,https://thanos.example/b"
+    );
 
     // The schema refuses what the operator would not accept, and unknown values.
     for bad in [
@@ -333,6 +346,7 @@ async fn chart_lints_and_renders() {
         "operator.thresholds.errorRate=2",
         "operator.interval=soon",
         "replicaCount=2",
+        "operator.allowedPrometheusUrls={ftp://x}",
         "watchNamespace=Not_A_Name",
         "noSuchValue=1",
     ] {
@@ -548,7 +562,8 @@ spec:
         .await
         .unwrap();
     let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prometheus"},
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "prometheus", "labels": {"rollback.frys.io/policy-access": "true"}},
         "stringData": {"token": "not-checked"}
     }))
     .unwrap();

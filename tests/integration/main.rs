@@ -11,6 +11,7 @@ mod operator;
 mod remediation;
 mod simulator;
 mod support;
+mod tenant;
 mod tooling;
 mod triggers;
 mod verify;

@@ -379,7 +379,7 @@ spec:
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
-        json!({"metadata": {"name": "oncall-webhook"}, "stringData": {"url": hook}}),
+        json!({"metadata": {"name": "oncall-webhook", "labels": {"rollback.frys.io/policy-access": "true"}}, "stringData": {"url": hook}}),
     )
     .unwrap();
     Api::namespaced(client.clone(), &ns)
