@@ -32,6 +32,16 @@ pub struct OperatorConfig {
     #[arg(long, env = "METRICS_URL")]
     pub prometheus_url: Option<String>,
 
+    /// A URL prefix that a policy's own spec.prometheus.url may start with (repeatable, or
+    /// comma-separated in the variable); `*` allows any URL. None by default: policies use the
+    /// default Prometheus (--prometheus-url) only.
+    #[arg(
+        long = "allow-prometheus-url",
+        env = "FRYS_ALLOW_PROMETHEUS_URLS",
+        value_delimiter = ','
+    )]
+    pub allow_prometheus_urls: Vec<String>,
+
     /// Default evaluation interval (duration or milliseconds).
     #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value = "30s", value_parser = parse_duration_arg)]
     pub interval: Duration,
@@ -142,6 +152,64 @@ impl OperatorConfig {
     }
 }
 
+/// A policy's `spec.prometheus.url` that the operator does not allow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "spec.prometheus.url {url:?} is not allowed by the operator (--allow-prometheus-url); remove it to use the default Prometheus"
+)]
+pub struct UrlNotAllowed {
+    pub url: String,
+}
+
+impl UrlNotAllowed {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        "PrometheusURLNotAllowed"
+    }
+}
+
+impl OperatorConfig {
+    /// Whether a policy may query its own `spec.prometheus.url`: the operator's default URL,
+    /// or one under an `--allow-prometheus-url` prefix.
+    pub fn check_prometheus_url(&self, url: &str) -> Result<(), UrlNotAllowed> {
+        let allowed = self.prometheus_url.as_deref() == Some(url)
+            || self
+                .allow_prometheus_urls
+                .iter()
+                .any(|prefix| url_under_prefix(url, prefix));
+        if allowed {
+            Ok(())
+        } else {
+            Err(UrlNotAllowed {
+                url: crate::egress::redact_userinfo(url),
+            })
+        }
+    }
+}
+
+/// True when `url` is `prefix` or below it. Compared parsed, not as text, so that
+/// `http://prom.example` does not admit `http://prom.example.evil.com` or
+/// `http://prom.example@evil.com`: same scheme, user info, host and port, and a path equal to
+/// the prefix's or below it at a `/`. `*` admits every URL.
+pub fn url_under_prefix(url: &str, prefix: &str) -> bool {
+    if prefix.trim() == "*" {
+        return true;
+    }
+    let (Ok(url), Ok(prefix)) = (reqwest::Url::parse(url), reqwest::Url::parse(prefix.trim()))
+    else {
+        return false;
+    };
+    let base = prefix.path().trim_end_matches('/');
+    let path = url.path();
+    url.scheme() == prefix.scheme()
+        && url.username() == prefix.username()
+        && url.password() == prefix.password()
+        && url.host() == prefix.host()
+        && url.port_or_known_default() == prefix.port_or_known_default()
+        && (path.trim_end_matches('/') == base
+            || path.strip_prefix(base).is_some_and(|r| r.starts_with('/')))
+}
+
 /// Class a preset's breach means.
 pub fn preset_class(preset: Preset) -> IncidentClass {
     match preset {
@@ -182,11 +250,13 @@ pub fn effective(spec: &RollbackPolicySpec, config: &OperatorConfig) -> Effectiv
     };
     let verification = spec.verification.clone().unwrap_or_default();
     EffectiveSettings {
+        // Status is readable by everyone who can read the policy: no credentials in URLs.
         prometheus_url: spec
             .prometheus
             .as_ref()
-            .map(|p| p.url.clone())
-            .or_else(|| config.prometheus_url.clone()),
+            .map(|p| p.url.as_str())
+            .or(config.prometheus_url.as_deref())
+            .map(crate::egress::redact_userinfo),
         interval: pick(&spec.interval, config.interval),
         rate_window: pick(&spec.rate_window, config.rate_window),
         workload_label: Some(
@@ -270,6 +340,62 @@ mod tests {
         assert_eq!(m.class, IncidentClass::Performance);
         let m = effective_metric(&metric(Some(Preset::ErrorRate), Some(0.1), Some(0.2)), &c);
         assert_eq!((m.warning, m.critical), (Some(0.1), Some(0.2)));
+    }
+
+    #[test]
+    fn policy_urls_are_refused_unless_allowed() {
+        let mut c = OperatorConfig::defaults();
+        c.prometheus_url = Some("http://prometheus.monitoring:9090".into());
+        assert_eq!(
+            c.check_prometheus_url("http://prometheus.monitoring:9090"),
+            Ok(())
+        );
+        let err = c.check_prometheus_url("http://evil:9090").unwrap_err();
+        assert_eq!(err.reason(), "PrometheusURLNotAllowed");
+        assert!(err.to_string().contains("--allow-prometheus-url"), "{err}");
+
+        c.allow_prometheus_urls = vec!["https://thanos.example/tenant-a".into()];
+        for allowed in [
+            "https://thanos.example/tenant-a",
+            "https://thanos.example/tenant-a/",
+            "https://thanos.example:443/tenant-a/prometheus",
+            "https://THANOS.example/tenant-a",
+        ] {
+            assert_eq!(c.check_prometheus_url(allowed), Ok(()), "{allowed}");
+        }
+        for refused in [
+            "https://thanos.example/tenant-ab",
+            "https://thanos.example/tenant-b",
+            "http://thanos.example/tenant-a",
+            "https://thanos.example.evil.com/tenant-a",
+            "https://thanos.example@evil.com/tenant-a",
+            "https://user:pw@thanos.example/tenant-a",
+            "https://thanos.example:8443/tenant-a",
+            "not a url",
+        ] {
+            assert!(
+                c.check_prometheus_url(refused).is_err(),
+                "{refused} allowed"
+            );
+        }
+        c.allow_prometheus_urls = vec!["*".into()];
+        assert_eq!(c.check_prometheus_url("http://anything:1"), Ok(()));
+    }
+
+    #[test]
+    fn credentials_of_the_default_url_stay_out_of_status() {
+        let mut c = OperatorConfig::defaults();
+        c.prometheus_url = Some("http://frys:s3cret@prometheus:9090".into());
+        let spec: RollbackPolicySpec = serde_json::from_value(serde_json::json!({
+            "targetRef": {"name": "web"},
+            "metrics": [{"name": "errors", "preset": "errorRate"}],
+            "strategies": [{"type": "VersionRollback"}]
+        }))
+        .unwrap();
+        assert_eq!(
+            effective(&spec, &c).prometheus_url.as_deref(),
+            Some("http://prometheus:9090/")
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! frys-rollback: a Kubernetes operator that keeps Deployments healthy through bad releases.
 //!
 //! One module per concern: `api` (the CRD types), `config` (operator-wide defaults and their
-//! resolution), `prometheus` (queries, templates, shared-query planning), `assess` and `decide`
+//! resolution), `egress` (where the operator's HTTP may go), `prometheus` (queries, templates, shared-query planning), `assess` and `decide`
 //! (the pure engine: data in, decisions out, no I/O), `strategy` (the five remediations: pure
 //! planners and a thin apply layer), `controller` (reconcilers), `server` (HTTP endpoints),
 //! `telemetry` (logs and metrics), `verify` (the six checks after a remediation), `leader`
@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod decide;
+pub mod egress;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod leader;

@@ -7,6 +7,7 @@ mod common;
 pub mod duration;
 mod event;
 mod policy;
+pub mod yaml;
 
 pub use common::*;
 pub use duration::Duration;
@@ -117,7 +118,7 @@ pub fn crds_yaml() -> String {
         .join("---\n")
 }
 
-/// One CRD as YAML.
+/// One CRD as YAML that YAML 1.1 readers (kubectl, Helm) read as written: see [`yaml`].
 pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
-    yaml_serde::to_string(crd).expect("CRDs serialize")
+    yaml::to_string(&yaml_serde::to_value(crd).expect("CRDs serialize"))
 }

@@ -351,8 +351,9 @@ pub struct Rung {
     /// Performance, TrafficShifting: Errors, EnvironmentSwitch: Dependency, VersionRollback:
     /// Release, EmergencyShutdown: Unavailable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Not `on`: YAML 1.1 readers (kubectl, Helm) read an unquoted `on` key as `true`.
     #[schemars(length(min = 1, max = 5))]
-    pub on: Option<Vec<IncidentClass>>,
+    pub incidents: Option<Vec<IncidentClass>>,
     /// Least workload status at which this rung may run. Default Critical; an EmergencyShutdown
     /// rung in an automatic ladder must say Unhealthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -372,7 +373,7 @@ pub struct Rung {
 impl Rung {
     /// Incident classes this rung answers, after defaulting.
     pub fn classes(&self) -> Vec<IncidentClass> {
-        self.on
+        self.incidents
             .clone()
             .unwrap_or_else(|| vec![self.type_.default_class()])
     }

@@ -226,6 +226,12 @@ pub async fn policy_endpoint(
     let source = policy.spec.prometheus.as_ref();
     let credentials = match source {
         Some(source) => {
+            ctx.config
+                .check_prometheus_url(&source.url)
+                .map_err(|e| EvaluationError {
+                    reason: e.reason(),
+                    message: e.to_string(),
+                })?;
             let ns = policy.namespace().unwrap_or_default();
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
             prometheus::resolve_credentials(&secrets, source)

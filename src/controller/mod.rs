@@ -130,7 +130,9 @@ pub async fn run(
         config,
         metrics,
         namespace,
-        http: reqwest::Client::new(),
+        http: crate::egress::client_builder()
+            .build()
+            .expect("an HTTP client builds"),
         notifier: crate::notify::Notifier::default(),
         fence,
     });

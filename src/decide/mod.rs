@@ -7,11 +7,11 @@
 //! - **Incident**: opens when the streak reaches `consecutiveFailures`, with the assessment's
 //!   class (fixed for the incident's life); closes on a Healthy assessment, once no step of it
 //!   is active (so the step's outcome stays attributed to it).
-//! - **First step**: the first rung in ladder order, untried, whose `on` holds the incident's
+//! - **First step**: the first rung in ladder order, untried, whose `incidents` holds the incident's
 //!   class and whose `minSeverity` the current status meets. None → hold and alert.
 //! - **Escalation**: the next step (after a failed verification, or when the incident is still
 //!   failing after a successful one) is the first untried rung *after the last one tried*, in
-//!   ladder order, whose `minSeverity` is met; its `on` classes are not required (the class's
+//!   ladder order, whose `minSeverity` is met; its `incidents` classes are not required (the class's
 //!   own answer did not help, so heavier rungs are next). Lighter rungs before it are not
 //!   revisited. If untried rungs remain but none's severity is met, hold until it is.
 //! - **Failed**: when a step is needed while failing and `maxRollbackAttempts` are used or no
@@ -249,7 +249,7 @@ fn pick<'a>(ladder: &'a [RungRule], incident: &Incident, status: HealthStatus) -
         None => ladder
             .iter()
             .filter(untried)
-            .filter(|r| r.on.contains(&incident.class))
+            .filter(|r| r.incidents.contains(&incident.class))
             .collect(),
         // A rung since removed from the ladder: every untried rung is "after" it.
         Some(last) => {

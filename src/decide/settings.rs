@@ -28,13 +28,13 @@ pub enum SettingsError {
 pub struct RungRule {
     pub strategy: StrategyKind,
     /// Incident classes this rung answers.
-    pub on: Vec<IncidentClass>,
+    pub incidents: Vec<IncidentClass>,
     /// Least workload status at which it may run automatically.
     pub min_severity: MinSeverity,
 }
 
 impl RungRule {
-    /// Defaults `on` to the strategy's class and `minSeverity` to Critical. EmergencyShutdown
+    /// Defaults `incidents` to the strategy's class and `minSeverity` to Critical. EmergencyShutdown
     /// never runs automatically below Unhealthy, whatever the spec says (CEL refuses such specs
     /// too; this holds even for objects stored before that rule).
     pub fn from_rung(rung: &Rung) -> Self {
@@ -45,7 +45,7 @@ impl RungRule {
         };
         Self {
             strategy: rung.type_,
-            on: rung.classes(),
+            incidents: rung.classes(),
             min_severity,
         }
     }

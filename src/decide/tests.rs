@@ -104,7 +104,7 @@ fn assessment(kind: Eval, now: Timestamp) -> Assessment {
 fn rung(strategy: StrategyKind) -> RungRule {
     RungRule {
         strategy,
-        on: vec![strategy.default_class()],
+        incidents: vec![strategy.default_class()],
         min_severity: if strategy == StrategyKind::EmergencyShutdown {
             MinSeverity::Unhealthy
         } else {
@@ -476,7 +476,7 @@ fn rungs_answer_the_classes_they_are_given() {
     s.ladder = vec![
         RungRule {
             strategy: CircuitBreaker,
-            on: vec![IncidentClass::Performance, IncidentClass::Dependency],
+            incidents: vec![IncidentClass::Performance, IncidentClass::Dependency],
             min_severity: MinSeverity::Critical,
         },
         rung(EnvironmentSwitch),
@@ -783,7 +783,7 @@ fn settings_come_from_the_spec_and_effective_values() {
     assert!(policy.dry_run && policy.auto_rollback && !policy.suspend);
     // EmergencyShutdown never runs automatically below Unhealthy.
     assert_eq!(policy.ladder[1].min_severity, MinSeverity::Unhealthy);
-    assert_eq!(policy.ladder[0].on, vec![IncidentClass::Release]);
+    assert_eq!(policy.ladder[0].incidents, vec![IncidentClass::Release]);
 
     let mut broken = effective.clone();
     broken.cooldown = Some("soon".into());
@@ -999,9 +999,9 @@ fn any_ladder() -> impl Strategy<Value = Vec<RungRule>> {
                 .into_iter()
                 .zip(rungs)
                 .take(len)
-                .map(|(strategy, (on, min_severity))| RungRule {
+                .map(|(strategy, (incidents, min_severity))| RungRule {
                     strategy,
-                    on,
+                    incidents,
                     min_severity,
                 })
                 .collect()

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 pub use payload::{Alert, json_payload, payload, slack_payload, summary};
 
 use crate::api::{AlertLevel, NotificationSpec, SecretKeyRef};
-use crate::prometheus::secrets::{CredentialsError, secret_value};
+use crate::prometheus::secrets::{CredentialsError, check_policy_access, secret_value};
 
 /// The level a sink receives from when it sets no `minLevel`.
 pub const DEFAULT_MIN_LEVEL: AlertLevel = AlertLevel::Warning;
@@ -35,6 +35,10 @@ pub enum NotifyError {
     Secret(#[from] CredentialsError),
     #[error("webhook URL in Secret {secret:?} key {key:?} is not a valid http(s) URL")]
     InvalidUrl { secret: String, key: String },
+    #[error(
+        "webhook URL in Secret {secret:?} key {key:?} is a link-local or metadata address; refused"
+    )]
+    Refused { secret: String, key: String },
     #[error("webhook answered {status}")]
     Status { status: u16 },
     #[error("webhook unreachable: {kind}")]
@@ -47,7 +51,7 @@ impl NotifyError {
         match self {
             Self::Status { status } => *status >= 500 || *status == 429,
             Self::Transport { .. } => true,
-            Self::Secret(_) | Self::InvalidUrl { .. } => false,
+            Self::Secret(_) | Self::InvalidUrl { .. } | Self::Refused { .. } => false,
         }
     }
 }
@@ -79,6 +83,7 @@ impl UrlResolver for kube::Client {
             .ok_or_else(|| CredentialsError::SecretNotFound {
                 secret: key.name.clone(),
             })?;
+        check_policy_access(&secret, &key.name)?;
         Ok(secret_value(&secret, key)?.trim().to_owned())
     }
 }
@@ -154,6 +159,7 @@ impl Notifier {
         let http = reqwest::Client::builder()
             .timeout(retry.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(std::sync::Arc::new(crate::egress::GuardedResolver))
             .build()
             .expect("a reqwest client with a timeout builds");
         Self {
@@ -207,6 +213,13 @@ impl Notifier {
         let (attempts, result) = match resolver.resolve_url(namespace, key).await {
             Err(e) => (0, Err(NotifyError::from(e))),
             Ok(url) => match reqwest::Url::parse(&url) {
+                Ok(url) if crate::egress::check_url(&url).is_err() => (
+                    0,
+                    Err(NotifyError::Refused {
+                        secret: key.name.clone(),
+                        key: key.key.clone(),
+                    }),
+                ),
                 Ok(url) if matches!(url.scheme(), "http" | "https") => {
                     let body = payload(sink.webhook.format, alert);
                     self.post_with_retries(url, &body, &name).await

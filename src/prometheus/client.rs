@@ -1,5 +1,11 @@
 //! The HTTP implementation of [`MetricsSource`] on prometheus-http-query, with the operator's own
-//! reqwest client: timeout, bearer or basic credentials, extra CA roots, TLS always verified.
+//! reqwest client: timeout, bearer or basic credentials, extra CA roots, TLS always verified, the
+//! operator's egress rules ([`crate::egress`]: no redirects, no link-local or metadata address).
+//!
+//! A policy author chooses the URL, so nothing the server answers is repeated into errors (they
+//! reach status, Events and logs) beyond its status code, content type and size; the one
+//! exception is the `error` text of a well-formed Prometheus JSON error envelope (why a query
+//! was rejected), cut to 1000 characters. Bodies are read up to [`MAX_BODY`].
 
 use std::{
     collections::HashMap,
@@ -21,6 +27,9 @@ use crate::{api::PrometheusSource, telemetry::Metrics};
 
 /// Timeout of one query when the policy does not set one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest answer read (grouped queries over many pods stay far below it).
+pub const MAX_BODY: usize = 16 << 20;
 
 /// Basic auth user and password.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,7 +150,14 @@ impl PrometheusClient {
             }
             (None, None) => {}
         }
-        let mut builder = reqwest::Client::builder()
+        let shown = crate::egress::redact_userinfo(&endpoint.url);
+        if let Ok(parsed) = reqwest::Url::parse(&endpoint.url) {
+            crate::egress::check_url(&parsed).map_err(|e| QueryError::Refused {
+                url: shown.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        let mut builder = crate::egress::client_builder()
             .timeout(endpoint.timeout)
             .default_headers(headers);
         if let Some(pem) = &creds.ca_pem {
@@ -154,10 +170,10 @@ impl PrometheusClient {
         }
         let http = builder.build().map_err(|e| invalid(chain(&e)))?;
         let client = prometheus_http_query::Client::from(http, &endpoint.url)
-            .map_err(|e| invalid(format!("URL {:?}: {}", endpoint.url, chain(&e))))?;
+            .map_err(|e| invalid(format!("URL {shown:?}: {}", chain(&e))))?;
         Ok(Self {
             client,
-            url: endpoint.url.clone(),
+            url: shown,
             timeout: endpoint.timeout,
             metrics: None,
         })
@@ -187,45 +203,74 @@ impl PrometheusClient {
             query = query.query("time", prometheus_time(at));
         }
         // POST: grouped queries and pod regexes can outgrow URL limits of proxies.
-        let response = query.post_raw().await.map_err(|e| self.transport(&e))?;
+        let mut response = query.post_raw().await.map_err(|e| self.transport(&e))?;
         let status = response.status();
-        let json = response
+        if status.is_redirection() {
+            return Err(QueryError::Redirect {
+                url: self.url.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let content_type = response
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        let body = response.bytes().await.map_err(|e| self.transport(&e))?;
-        let text = || snippet(&body);
+            .unwrap_or("no content type")
+            .to_owned();
+        let json = content_type.starts_with("application/json");
+        let too_large = || QueryError::UnexpectedResult {
+            message: format!("the answer ({content_type}) is larger than {MAX_BODY} bytes"),
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(&e))? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        // What the answer was, never what it said.
+        let described = format!("{content_type}, {} bytes", body.len());
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(QueryError::Auth {
                 url: self.url.clone(),
                 status: status.as_u16(),
-                message: text(),
+                message: described,
             });
         }
         if !json {
             return Err(if status.is_success() {
                 QueryError::UnexpectedResult {
-                    message: format!("the answer is not JSON: {}", text()),
+                    message: format!("the answer is not JSON ({described})"),
                 }
             } else {
-                self.server_error(status, text())
+                self.server_error(status, described)
             });
         }
         match serde_json::from_slice::<Envelope>(&body) {
             Ok(Envelope::Success { data }) => samples(data),
             Ok(Envelope::Error { error_type, error }) => Err(match error_type.as_str() {
-                "bad_data" | "execution" => QueryError::BadQuery { message: error },
+                "bad_data" | "execution" => QueryError::BadQuery {
+                    message: snippet(&error),
+                },
                 "timeout" | "canceled" => QueryError::Timeout {
                     url: self.url.clone(),
                     timeout: self.timeout,
                 },
-                _ => self.server_error(status, format!("{error_type}: {error}")),
+                _ => self.server_error(
+                    status,
+                    format!("{}: {}", snippet(&error_type), snippet(&error)),
+                ),
             }),
-            Err(e) if status.is_success() => Err(QueryError::UnexpectedResult {
-                message: format!("{e}: {}", text()),
+            Err(_) if status.is_success() => Err(QueryError::UnexpectedResult {
+                message: format!("the answer is not a Prometheus query result ({described})"),
             }),
-            Err(_) => Err(self.server_error(status, text())),
+            Err(_) => Err(self.server_error(status, described)),
         }
     }
 
@@ -248,6 +293,12 @@ impl PrometheusClient {
                 timeout: self.timeout,
             };
         }
+        if let Some(refused) = crate::egress::find_in_chain(error) {
+            return QueryError::Refused {
+                url,
+                message: refused.to_string(),
+            };
+        }
         if let Some(tls) = tls_error(error) {
             return QueryError::Tls {
                 url,
@@ -256,7 +307,7 @@ impl PrometheusClient {
         }
         QueryError::Unreachable {
             url,
-            message: chain(error),
+            message: crate::egress::redact_userinfo_in_text(&chain(error)),
         }
     }
 }
@@ -329,11 +380,10 @@ fn prometheus_time(at: jiff::Timestamp) -> String {
     format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
 }
 
-/// The first 300 characters of a body, for error messages.
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+/// The first 1000 characters of a Prometheus error text (its own errors list the series).
+fn snippet(text: &str) -> String {
     let text = text.trim();
-    match text.char_indices().nth(300) {
+    match text.char_indices().nth(1000) {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text.to_owned(),
     }

@@ -119,6 +119,14 @@ pub enum QueryError {
     },
     #[error("invalid Prometheus settings: {message}")]
     InvalidConfig { message: String },
+    /// A 3xx: the operator never follows redirects (the target could be anything).
+    #[error(
+        "Prometheus at {url} answered with a redirect (HTTP {status}); redirects are not followed"
+    )]
+    Redirect { url: String, status: u16 },
+    /// The destination is refused (link-local or metadata address, see [`crate::egress`]).
+    #[error("Prometheus at {url} is refused: {message}")]
+    Refused { url: String, message: String },
 }
 
 impl QueryError {
@@ -133,6 +141,8 @@ impl QueryError {
             Self::Tls { .. } => "PrometheusTlsFailed",
             Self::Server { .. } => "PrometheusError",
             Self::InvalidConfig { .. } => "InvalidPrometheusConfig",
+            Self::Redirect { .. } => "PrometheusRedirected",
+            Self::Refused { .. } => "PrometheusAddressRefused",
         }
     }
 
@@ -147,6 +157,8 @@ impl QueryError {
             Self::Tls { .. } => "tls",
             Self::Server { .. } => "server_error",
             Self::InvalidConfig { .. } => "invalid_config",
+            Self::Redirect { .. } => "redirect",
+            Self::Refused { .. } => "refused",
         }
     }
 }

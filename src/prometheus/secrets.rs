@@ -1,5 +1,9 @@
 //! Reads a policy's Prometheus credentials from its Secrets. The one part of this module that
 //! talks to the Kubernetes API.
+//!
+//! A policy may use a Secret only when the Secret opts in with the label
+//! [`POLICY_ACCESS_LABEL`]` = "true"`: whoever can create a policy could otherwise have the
+//! operator send any Secret of the namespace to a URL of their choice.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +12,10 @@ use kube::Api;
 
 use super::client::{BasicCredentials, Credentials};
 use crate::api::{PrometheusSource, SecretKeyRef};
+
+/// The label by which a Secret allows RollbackPolicies of its namespace to use it (Prometheus
+/// credentials, webhook URLs).
+pub const POLICY_ACCESS_LABEL: &str = "rollback.frys.io/policy-access";
 
 /// A credential that cannot be read; names the Secret and key.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -20,6 +28,10 @@ pub enum CredentialsError {
     NotText { secret: String, key: String },
     #[error("reading Secret {secret:?}: {message}")]
     Api { secret: String, message: String },
+    #[error(
+        "Secret {secret:?} is not labelled rollback.frys.io/policy-access: \"true\"; policies may use only Secrets that carry it"
+    )]
+    NotAllowed { secret: String },
 }
 
 impl CredentialsError {
@@ -29,6 +41,7 @@ impl CredentialsError {
             Self::SecretNotFound { .. } => "SecretNotFound",
             Self::KeyMissing { .. } | Self::NotText { .. } => "SecretKeyMissing",
             Self::Api { .. } => "SecretUnreadable",
+            Self::NotAllowed { .. } => "SecretNotAllowed",
         }
     }
 }
@@ -52,6 +65,7 @@ pub async fn resolve_credentials(
                 .ok_or_else(|| CredentialsError::SecretNotFound {
                     secret: r.name.clone(),
                 })?;
+            check_policy_access(&secret, &r.name)?;
             fetched.insert(r.name.clone(), secret);
         }
         secret_value(&fetched[&r.name], r)
@@ -76,6 +90,17 @@ pub async fn resolve_credentials(
         basic,
         ca_pem,
     })
+}
+
+/// Refuses a Secret that does not carry [`POLICY_ACCESS_LABEL`]` = "true"`.
+pub fn check_policy_access(secret: &Secret, name: &str) -> Result<(), CredentialsError> {
+    let labels = secret.metadata.labels.as_ref();
+    match labels.and_then(|l| l.get(POLICY_ACCESS_LABEL)) {
+        Some(v) if v == "true" => Ok(()),
+        _ => Err(CredentialsError::NotAllowed {
+            secret: name.to_owned(),
+        }),
+    }
 }
 
 /// The text under `r.key`. `stringData` is read too: servers without defaulting keep it as sent.
@@ -141,6 +166,18 @@ mod tests {
         assert_eq!(err.to_string(), r#"Secret "prom" has no key "password""#);
         let err = secret_value(&s, &key("prom", "bin")).unwrap_err();
         assert!(matches!(err, CredentialsError::NotText { .. }), "{err}");
+    }
+
+    #[test]
+    fn only_labelled_secrets_may_be_used() {
+        let mut s = secret(&[("token", b"abc")]);
+        let err = check_policy_access(&s, "prom").unwrap_err();
+        assert_eq!(err.reason(), "SecretNotAllowed");
+        assert!(err.to_string().contains(POLICY_ACCESS_LABEL), "{err}");
+        s.metadata.labels = Some([(POLICY_ACCESS_LABEL.to_string(), "false".to_string())].into());
+        assert!(check_policy_access(&s, "prom").is_err());
+        s.metadata.labels = Some([(POLICY_ACCESS_LABEL.to_string(), "true".to_string())].into());
+        assert_eq!(check_policy_access(&s, "prom"), Ok(()));
     }
 
     #[test]

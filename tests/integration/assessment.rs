@@ -255,11 +255,17 @@ async fn a_bad_query_makes_the_policy_not_ready() {
 /// A bearer token from a Secret, checked by a small proxy in front of Prometheus.
 #[tokio::test]
 async fn bearer_token_from_a_secret_reaches_prometheus() {
-    let Some((client, ns, _operator)) = support::operator_namespace("as-auth", &[]).await else {
+    if !support::require_simulator("as-auth") {
         return;
-    };
+    }
     let upstream = env().prometheus_url.clone().unwrap();
     let proxy = support::prometheus::AuthProxy::start(&upstream, &["Bearer s3cret"]).await;
+    // A per-policy URL needs the operator's allow-list.
+    let Some((client, ns, _operator)) =
+        support::operator_namespace("as-auth", &["--allow-prometheus-url", &proxy.url]).await
+    else {
+        return;
+    };
     support::create_deployment(&client, &ns, "web", "demo:v1").await;
     support::create_secret(&client, &ns, "prom-token", json!({"token": "s3cret\n"})).await;
     let with_auth = |name: &str, key: &str| {

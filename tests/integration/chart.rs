@@ -27,7 +27,7 @@ const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str)] = &[(
 )];
 
 /// (success, stdout, stderr) of helm.
-fn helm(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn helm(args: &[&str]) -> (bool, String, String) {
     let out = tool("helm", args, None);
     (
         out.status.success(),
@@ -322,6 +322,7 @@ async fn chart_lints_and_renders() {
                 "FRYS_LEADER_ELECTION_LEASE_NAME" => "--leader-election-lease-name",
                 "FRYS_LEADER_ELECTION_LEASE_DURATION" => "--leader-election-lease-duration",
                 "FRYS_LEADER_ELECTION_RENEW_PERIOD" => "--leader-election-renew-period",
+                "FRYS_ALLOW_PROMETHEUS_URLS" => "--allow-prometheus-url",
                 _ => continue,
             };
             run.extend([flag.to_owned(), v.to_owned()]);
@@ -397,8 +398,21 @@ async fn chart_lints_and_renders() {
     let objects = render(&[
         "serviceMonitor.enabled=true",
         "operator.prometheusUrl=http://prometheus.monitoring:9090",
+        "operator.allowedPrometheusUrls={https://thanos.example/a,https://thanos.example/b}",
     ]);
     assert_eq!(find(&objects, "ServiceMonitor").len(), 1);
+    assert_eq!(find(&objects, "PodDisruptionBudget").len(), 1);
+    let env = &find(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let allowed = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "FRYS_ALLOW_PROMETHEUS_URLS")
+        .expect("allowedPrometheusUrls sets FRYS_ALLOW_PROMETHEUS_URLS");
+    assert_eq!(
+        allowed["value"],
+        "https://thanos.example/a,https://thanos.example/b"
+    );
 
     // A single replica without leader election (local or minimal installs): never two
     // operators at once, so no rolling update, and no Lease permissions.
@@ -426,6 +440,7 @@ async fn chart_lints_and_renders() {
         "operator.interval=soon",
         "replicaCount=2,leaderElection.enabled=false",
         "leaderElection.leaseDuration=soon",
+        "operator.allowedPrometheusUrls={ftp://x}",
         "watchNamespace=Not_A_Name",
         "noSuchValue=1",
     ] {

@@ -328,6 +328,29 @@ async fn invalid_url_is_reported() {
 }
 
 #[tokio::test]
+async fn metadata_addresses_are_refused() {
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/hook",
+        "http://metadata.google.internal/hook",
+    ] {
+        let urls = Urls::of(&[("hook", "url", url)]);
+        let done = join(fast().notify(
+            &urls,
+            "shop",
+            &[sink("hook", WebhookFormat::Json, None)],
+            alert(AlertLevel::Critical),
+        ))
+        .await;
+        assert!(
+            matches!(done[0].result, Err(NotifyError::Refused { .. })),
+            "{url}: {done:?}"
+        );
+        assert_eq!(done[0].attempts, 0, "{url}");
+    }
+}
+
+#[tokio::test]
 async fn url_from_a_real_secret() {
     let client = env().client().await;
     let ns = support::namespace(&client, "notify").await;

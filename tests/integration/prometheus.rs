@@ -11,9 +11,15 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use axum::{
+    Router,
+    body::Body,
+    http::{Response, StatusCode, header},
+};
 use frys_rollback::{
     api::Preset,
     prometheus::{
@@ -649,7 +655,8 @@ async fn credentials_through_an_auth_proxy() {
     ] {
         let err = with(creds).query(&errors, Some(h.at())).await.unwrap_err();
         assert!(
-            matches!(&err, QueryError::Auth { status: 401, message, .. } if message == "Unauthorized"),
+            // The body ("Unauthorized") is not repeated: only what the answer was.
+            matches!(&err, QueryError::Auth { status: 401, message, .. } if message == "text/plain; charset=utf-8, 13 bytes"),
             "{what}: {err:?}"
         );
         assert_eq!(err.reason(), "PrometheusAuthFailed");
@@ -771,4 +778,132 @@ async fn tls_is_verified_with_extra_roots() {
     }
     let got = value(&with_ca(Some("frys-test-ca.crt")), "vector(0.25)", h.at()).await;
     assert_close("with the CA", got, Some(0.25));
+}
+
+/// A local server answering every request with `status`, `headers` and `body`; counts requests.
+async fn answering(
+    status: StatusCode,
+    headers: Vec<(header::HeaderName, String)>,
+    body: Vec<u8>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    let app = Router::new().fallback(move || {
+        let headers = headers.clone();
+        let body = body.clone();
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = status;
+            for (k, v) in headers {
+                response.headers_mut().insert(k, v.parse().unwrap());
+            }
+            response
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, count)
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let (target, target_hits) = answering(StatusCode::OK, vec![], b"TARGET-SECRET".to_vec()).await;
+    for status in [
+        StatusCode::MOVED_PERMANENTLY,
+        StatusCode::FOUND,
+        StatusCode::TEMPORARY_REDIRECT,
+        StatusCode::PERMANENT_REDIRECT,
+    ] {
+        let (url, _) = answering(
+            status,
+            vec![(header::LOCATION, format!("{target}/latest/meta-data/"))],
+            b"REDIRECT-BODY".to_vec(),
+        )
+        .await;
+        let mut endpoint = Endpoint::new(&url);
+        endpoint.credentials.bearer_token = Some("t0ken".into());
+        let err = PrometheusClient::new(&endpoint)
+            .unwrap()
+            .query("up", None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            QueryError::Redirect {
+                url: url.clone(),
+                status: status.as_u16()
+            }
+        );
+        assert_eq!(err.reason(), "PrometheusRedirected");
+        let text = err.to_string();
+        assert!(
+            !text.contains("REDIRECT-BODY") && !text.contains("meta-data"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        target_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a redirect was followed"
+    );
+}
+
+#[tokio::test]
+async fn answers_are_described_never_quoted() {
+    let secret = b"<html>SECRET-BODY-TEXT</html>".to_vec();
+    for (status, content_type) in [
+        (StatusCode::OK, "text/html"),
+        (StatusCode::INTERNAL_SERVER_ERROR, "text/html"),
+        (StatusCode::FORBIDDEN, "text/html"),
+        (StatusCode::OK, "application/json"),
+        (StatusCode::BAD_GATEWAY, "application/json"),
+    ] {
+        let (url, _) = answering(
+            status,
+            vec![(header::CONTENT_TYPE, content_type.into())],
+            secret.clone(),
+        )
+        .await;
+        let err = client(&url).query("up", None).await.unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("SECRET-BODY-TEXT"), "{status}: {text}");
+        assert!(
+            text.contains(content_type) && text.contains(&format!("{} bytes", secret.len())),
+            "{status}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn answers_beyond_the_size_cap_are_refused() {
+    let big = vec![b' '; frys_rollback::prometheus::client::MAX_BODY + 1];
+    let (url, _) = answering(
+        StatusCode::OK,
+        vec![(header::CONTENT_TYPE, "application/json".into())],
+        big,
+    )
+    .await;
+    let err = client(&url).query("up", None).await.unwrap_err();
+    assert!(
+        matches!(&err, QueryError::UnexpectedResult { message } if message.contains("larger than")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn link_local_and_metadata_addresses_are_refused() {
+    for url in [
+        "http://169.254.169.254",
+        "http://[fe80::1]:9090",
+        "http://[fd00:ec2::254]",
+        "http://metadata.google.internal",
+    ] {
+        let err = match PrometheusClient::new(&Endpoint::new(url)) {
+            Err(e) => e,
+            Ok(c) => c.query("up", None).await.unwrap_err(),
+        };
+        assert_eq!(err.reason(), "PrometheusAddressRefused", "{url}: {err}");
+    }
 }

@@ -91,7 +91,8 @@ plane's request log by tests/integration/chart.rs.
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list]
-# Prometheus credentials a policy refers to (spec.prometheus.*SecretRef).
+# Prometheus credentials and webhook URLs a policy refers to; the operator uses only Secrets
+# labelled rollback.frys.io/policy-access=true (RBAC cannot select by label; see docs/security.md).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
