@@ -255,6 +255,7 @@ mod tests {
             direction: None,
             weight: None,
             class: None,
+            baseline: None,
         }
     }
 

@@ -1186,7 +1186,8 @@ mod tests {
                 critical: None,
                 direction: None,
                 weight: None,
-                class: None
+                class: None,
+                baseline: None
             }
         );
         assert!(matches!(

@@ -287,6 +287,102 @@ impl MetricsSource for PrometheusClient {
     }
 }
 
+impl PrometheusClient {
+    /// A range query: `promql` evaluated every `step` from `start` to `end` (whole seconds, as
+    /// the backtest and the baseline judge use it). Errors are classified like instant
+    /// queries'; the body is read whole (callers bound the range, Prometheus bounds the points).
+    pub async fn query_range(
+        &self,
+        promql: &str,
+        start: jiff::Timestamp,
+        end: jiff::Timestamp,
+        step: Duration,
+    ) -> Result<Vec<super::Series>, QueryError> {
+        let started = Instant::now();
+        let query = self
+            .client
+            .query_range(
+                promql,
+                start.as_second(),
+                end.as_second(),
+                step.as_secs_f64().max(1.0),
+            )
+            .timeout(i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX));
+        let result = async {
+            let response = query.post_raw().await.map_err(|e| self.transport(&e))?;
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| self.transport(&e))?;
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(QueryError::Auth {
+                    url: self.url.clone(),
+                    status: status.as_u16(),
+                    message: snippet(&body),
+                });
+            }
+            match serde_json::from_slice::<Envelope>(&body) {
+                Ok(Envelope::Success { data }) => series(data),
+                Ok(Envelope::Error { error_type, error }) => Err(match error_type.as_str() {
+                    "bad_data" | "execution" => QueryError::BadQuery { message: error },
+                    "timeout" | "canceled" => QueryError::Timeout {
+                        url: self.url.clone(),
+                        timeout: self.timeout,
+                    },
+                    _ => self.server_error(status, format!("{error_type}: {error}")),
+                }),
+                Err(e) if status.is_success() => Err(QueryError::UnexpectedResult {
+                    message: format!("{e}: {}", snippet(&body)),
+                }),
+                Err(_) => Err(self.server_error(status, snippet(&body))),
+            }
+        }
+        .await;
+        if let Some(metrics) = &self.metrics {
+            let outcome = result
+                .as_ref()
+                .map_or_else(QueryError::outcome, |_| "success");
+            metrics.prometheus_query(outcome, started.elapsed());
+        }
+        result
+    }
+}
+
+impl super::RangeSource for PrometheusClient {
+    fn query_range(
+        &self,
+        promql: &str,
+        start: jiff::Timestamp,
+        end: jiff::Timestamp,
+        step: Duration,
+    ) -> impl std::future::Future<Output = Result<Vec<super::Series>, QueryError>> + Send {
+        PrometheusClient::query_range(self, promql, start, end, step)
+    }
+}
+
+/// The series of a range query's answer (a matrix; an instant vector is refused).
+fn series(result: PromqlResult) -> Result<Vec<super::Series>, QueryError> {
+    match result.into_inner().0 {
+        Data::Matrix(m) => Ok(m
+            .into_iter()
+            .map(|s| {
+                let (labels, samples) = s.into_inner();
+                super::Series {
+                    labels: labels.into_iter().collect(),
+                    points: samples
+                        .iter()
+                        .filter_map(|p| {
+                            let ms = (p.timestamp() * 1000.0).round() as i64;
+                            Some((jiff::Timestamp::from_millisecond(ms).ok()?, p.value()))
+                        })
+                        .collect(),
+                }
+            })
+            .collect()),
+        _ => Err(QueryError::UnexpectedResult {
+            message: "a range query did not return a matrix".into(),
+        }),
+    }
+}
+
 /// The API's answer envelope; `data` uses prometheus-http-query's result types.
 #[derive(Deserialize)]
 #[serde(tag = "status", rename_all = "lowercase")]

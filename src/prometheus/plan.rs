@@ -535,6 +535,7 @@ mod tests {
             direction: None,
             weight: None,
             class: None,
+            baseline: None,
         };
         let s = Signal::for_policy(std::slice::from_ref(&m), "app", true);
         assert_eq!(s.len(), 2);
