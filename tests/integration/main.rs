@@ -4,6 +4,7 @@
 mod api_schema;
 mod apiserver;
 mod assessment;
+mod backtest;
 mod chart;
 mod cli;
 mod operator;
