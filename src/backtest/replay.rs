@@ -381,6 +381,118 @@ strategies:
         assert_eq!(b.summary.degraded_seconds, 5 * 60);
     }
 
+    /// Serves the latency history to range queries, as Prometheus would.
+    struct Served<'a>(&'a History);
+
+    impl crate::prometheus::RangeSource for Served<'_> {
+        async fn query_range(
+            &self,
+            _promql: &str,
+            start: Timestamp,
+            end: Timestamp,
+            _step: Duration,
+        ) -> Result<Vec<crate::prometheus::Series>, crate::prometheus::QueryError> {
+            let points = self
+                .0
+                .times
+                .iter()
+                .zip(&self.0.readings)
+                .filter(|(t, _)| **t >= start && **t <= end)
+                .filter_map(|(t, r)| Some((*t, r["latency"].clone().ok()??)))
+                .collect();
+            Ok(vec![crate::prometheus::Series {
+                labels: BTreeMap::new(),
+                points,
+            }])
+        }
+    }
+
+    /// The controller's path for the same samples: `policy::step`'s calls in its order, the
+    /// live baseline reads (`prometheus::baseline`, range queries), and the engine state
+    /// round-tripped through the policy's status between evaluations, as the controller keeps it.
+    #[tokio::test]
+    async fn the_controller_path_decides_as_the_replay_does() {
+        let h = history(60, |m| {
+            let latency = if (20..35).contains(&m) {
+                240.0
+            } else {
+                60.0 + (m % 4) as f64
+            };
+            let errors = if (45..52).contains(&m) { 0.3 } else { 0.0 };
+            (Some(latency), Some(errors))
+        });
+        let releases = [t(20)];
+        let replayed = run(&h, &releases);
+        assert_eq!(replayed.incidents.len(), 2, "{:#?}", replayed.incidents);
+
+        let mut spec = spec();
+        spec.dry_run = true; // what the replay runs as
+        let eff = effective(&spec, &OperatorConfig::defaults());
+        let (assess_settings, settings) = decide::from_policy(&spec, &eff).unwrap();
+        let mut status = crate::api::RollbackPolicyStatus::default();
+        let vars = crate::prometheus::Vars {
+            namespace: "shop",
+            target: "web",
+            pod_regex: None,
+            window: Duration::from_secs(120),
+        };
+        let step = Duration::from_secs(60);
+        for (i, (at, readings)) in h.times.iter().zip(&h.readings).enumerate() {
+            let signals = health::signals(&spec, &eff, readings);
+            let release = release_at(&releases, *at);
+            let baselines = crate::prometheus::baseline::judge_metrics(
+                &Served(&h),
+                &spec.metrics,
+                "app",
+                &vars,
+                release,
+                *at,
+                step,
+            )
+            .await;
+            let target = TargetState {
+                desired_replicas: 1,
+                available_replicas: 1,
+                rolling_out: false,
+                health_check: Probe::NotChecked,
+                revision_changed_at: release,
+            };
+            let state = PolicyState::from_status(&status);
+            let assessment = assess::assess_with_baselines(
+                &AssessInput {
+                    signals: &signals,
+                    target: &target,
+                    failing_since: state.failing_since,
+                    now: *at,
+                },
+                &assess_settings,
+                &baselines,
+            );
+            let guard = GuardVerdict::clear();
+            let tick = Tick {
+                assessment: &assessment,
+                now: *at,
+                guard: &guard,
+                ack: None,
+                busy: None,
+            };
+            let decision = decide::decide(&state, &tick, &settings);
+            decision.state.write_to(&mut status);
+            let r = &replayed.steps[i];
+            let live = (
+                assessment.status,
+                decision.explanation.reason.code(),
+                decision.action.map(|a| a.strategy),
+                status.failure_streak.unwrap_or(0),
+            );
+            assert_eq!(
+                live,
+                (r.status, r.decision, r.rung, r.streak),
+                "at minute {i}"
+            );
+        }
+    }
+
     #[test]
     fn a_slowdown_within_thresholds_is_caught_by_the_baseline_judge() {
         // 60 ms for 20 minutes, a release at minute 20, then 240 ms: well below 500 ms.
