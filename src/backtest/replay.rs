@@ -52,6 +52,8 @@ pub struct Step {
 #[serde(rename_all = "camelCase")]
 pub struct Incident {
     pub class: IncidentClass,
+    /// When the failing streak that opened it began.
+    pub degraded_since: Timestamp,
     pub opened_at: Timestamp,
     /// None when still open at the end of the window.
     pub closed_at: Option<Timestamp>,
@@ -184,6 +186,7 @@ pub fn replay(
             match t {
                 Transition::IncidentOpened { class } => incidents.push(Incident {
                     class: *class,
+                    degraded_since: decision.state.failing_since.unwrap_or(*at),
                     opened_at: *at,
                     closed_at: None,
                     rungs: vec![],

@@ -1,6 +1,9 @@
 //! Threshold suggestions from history: per signal, the warning at the 95th and the critical at
 //! the 99th percentile (nearest rank) of the values the engine judged, plus a margin; values the
-//! minimum-traffic guard set aside (low traffic), no data and failed queries are left out. Each
+//! minimum-traffic guard set aside (low traffic), no data and failed queries are left out, and
+//! so are the degradations that became incidents under the current policy (from the start of
+//! their failing streak to their close): a week's real incidents would otherwise lift the p99
+//! above themselves and the suggestion would hide them. Each
 //! suggestion is replayed alone and all together over the same history, so the user sees how
 //! many incidents it would have opened. Pure.
 
@@ -68,8 +71,20 @@ pub fn suggest(
         let eff = effective(spec, config);
         Ok(replay(spec, &eff, history, releases, step)?.incidents.len())
     };
-    let now = incidents(spec)?;
-    let values = judged_values(spec, &eff, history);
+    let current = replay(spec, &eff, history, releases, step)?;
+    let now = current.incidents.len();
+    let end = history
+        .times
+        .last()
+        .copied()
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let in_incident = |t: Timestamp| {
+        current
+            .incidents
+            .iter()
+            .any(|i| t >= i.degraded_since && t < i.closed_at.unwrap_or(end))
+    };
+    let values = judged_values(spec, &eff, history, &in_incident);
     let mut out = vec![];
     let mut all = spec.clone();
     for (index, metric) in eff.metrics.iter().enumerate() {
@@ -116,14 +131,19 @@ pub fn suggest(
     Ok((out, with_all))
 }
 
-/// The values the engine would have judged, per metric of `effective.metrics`.
+/// The values the engine would have judged, per metric of `effective.metrics`, outside the
+/// times `skip` names.
 fn judged_values(
     spec: &RollbackPolicySpec,
     eff: &EffectiveSettings,
     history: &History,
+    skip: &dyn Fn(Timestamp) -> bool,
 ) -> Vec<Vec<f64>> {
     let mut values = vec![vec![]; eff.metrics.len()];
-    for readings in &history.readings {
+    for (at, readings) in history.times.iter().zip(&history.readings) {
+        if skip(*at) {
+            continue;
+        }
         for (i, s) in health::signals(spec, eff, readings).iter().enumerate() {
             if let Sample::Value(v) = s.sample {
                 values[i].push(v);
