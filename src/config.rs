@@ -325,6 +325,7 @@ mod tests {
             direction: None,
             weight: None,
             class: None,
+            baseline: None,
         }
     }
 

@@ -47,6 +47,7 @@ pub fn metric(name: &str, preset: Preset) -> MetricSpec {
         direction: None,
         weight: None,
         class: None,
+        baseline: None,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod assess;
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod controller;

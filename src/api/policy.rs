@@ -279,6 +279,37 @@ pub struct MetricSpec {
     /// Performance); custom queries default to Performance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<IncidentClass>,
+    /// Compare the signal since the target's latest new revision with its own values over a
+    /// window before it: a significant regression of at least `effect` is a Release breach,
+    /// even within the thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSpec>,
+}
+
+/// The baseline judge of a signal: a one-sided Mann-Whitney U test of the samples since the
+/// latest release against those of `window` before it, its `alpha` spread over the looks of
+/// one release (window / interval), plus an effect-size gate on the medians.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineSpec {
+    /// Length of the baseline before the release, and of the time after it during which the
+    /// judge looks (once per interval). At least 1s.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('1s')", "message": "must be at least 1s"}]))]
+    pub window: Duration,
+    /// Samples needed on each side before the judge says anything; below it the signal's
+    /// baseline is inconclusive, never a breach. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 3, max = 10000))]
+    pub min_samples: Option<u32>,
+    /// Least ratio of medians, since the release over before it (the bad way round for
+    /// direction Below), that counts as a regression, e.g. 1.5. Default 1.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0, max = 1000.0))]
+    pub effect: Option<f64>,
+    /// Chance of a false breach over one release, spread over its looks. Default 0.01.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.000001, max = 0.2))]
+    pub alpha: Option<f64>,
 }
 
 /// The seed's four standard signals.

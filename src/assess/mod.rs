@@ -16,6 +16,7 @@
 //!   incident, and `conclusive: false`, which never lets it remediate;
 //! - the score is display only (see [`score`]).
 
+pub mod baseline;
 mod readings;
 mod score;
 
@@ -133,6 +134,8 @@ pub enum SeverityRule {
     NoDataIgnored,
     LowTraffic,
     QueryFailed(String),
+    /// The baseline judge found a significant regression since the latest release.
+    BaselineRegression(baseline::Evidence),
 }
 
 /// One signal's verdict.
@@ -239,6 +242,30 @@ pub fn judge(metric: &EffectiveMetric, sample: &Sample, no_data: NoDataPolicy) -
             format!("{name} query failed: {error}"),
         ),
     }
+}
+
+/// A threshold verdict with the baseline judge's: a regression is a Critical breach of class
+/// `Release` (a critical threshold breach keeps its own rule, with the evidence added).
+fn with_baseline(mut verdict: MetricVerdict, b: &baseline::BaselineVerdict) -> MetricVerdict {
+    let baseline::BaselineVerdict::Regression(evidence) = b else {
+        return verdict;
+    };
+    let what = format!(
+        "{} regressed since the release: {}",
+        verdict.name,
+        evidence.sentence()
+    );
+    if verdict.severity == MetricSeverity::Critical {
+        verdict.message = format!("{}; {what}", verdict.message);
+        return verdict;
+    }
+    verdict.severity = MetricSeverity::Critical;
+    verdict.class = IncidentClass::Release;
+    verdict.threshold = None;
+    verdict.rule = SeverityRule::BaselineRegression(evidence.clone());
+    verdict.badness = Some(verdict.badness.unwrap_or(0.0).max(0.5));
+    verdict.message = what;
+    verdict
 }
 
 /// Why the workload has its status.
@@ -374,10 +401,27 @@ impl Assessment {
 
 /// Assesses one evaluation.
 pub fn assess(input: &AssessInput<'_>, settings: &AssessSettings) -> Assessment {
+    assess_with_baselines(input, settings, &BTreeMap::new())
+}
+
+/// Assesses one evaluation with the baseline judge's verdicts, by metric name (see
+/// [`baseline`]): a regression makes its metric Critical with class `Release`, whatever its
+/// thresholds say; the evidence goes into the metric's message.
+pub fn assess_with_baselines(
+    input: &AssessInput<'_>,
+    settings: &AssessSettings,
+    baselines: &BTreeMap<String, baseline::BaselineVerdict>,
+) -> Assessment {
     let metrics: Vec<MetricVerdict> = input
         .signals
         .iter()
-        .map(|s| judge(&s.metric, &s.sample, settings.no_data))
+        .map(|s| {
+            let verdict = judge(&s.metric, &s.sample, settings.no_data);
+            match baselines.get(&s.metric.name) {
+                Some(b) => with_baseline(verdict, b),
+                None => verdict,
+            }
+        })
         .collect();
     let target = input.target;
     let worst = metrics

@@ -1,7 +1,8 @@
 //! The `frys-rollback` command line: `run` the operator, print the `crd`s, and the people-facing
-//! commands (`status`, `report`, `trigger`, `emergency`, `undo`, `verify`) that talk to the
+//! commands (`status`, `report`, `trigger`, `emergency`, `undo`, `verify`, `backtest`) that talk to the
 //! cluster in KUBECONFIG: results on stdout, progress on stderr.
 
+mod backtest;
 mod output;
 mod report;
 mod run;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Show the verification report of the policy's latest verified RollbackEvent: overall
     /// verdict, each check (category, status, duration, details) and the recommendations.
     Verify(verify::VerifyArgs),
+    /// Replay a policy over history from Prometheus: the assessments, the incidents that would
+    /// have opened and the rung chosen for each, a summary; --suggest thresholds, --plot.
+    Backtest(Box<backtest::BacktestArgs>),
 }
 
 impl Cli {
@@ -75,6 +79,7 @@ impl Cli {
             Command::Emergency(args) => trigger::emergency(args).await,
             Command::Undo(args) => undo::run(args).await,
             Command::Verify(args) => verify::run(args).await,
+            Command::Backtest(args) => backtest::run(*args).await,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! the same interval fall due together and their queries are shared.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -28,6 +28,7 @@ use super::{
 };
 use crate::{
     api::{RollbackPolicy, conditions},
+    assess::baseline::BaselineVerdict,
     prometheus::{self, ClientCache, Endpoint, PolicyQueries, Signal},
 };
 
@@ -44,6 +45,8 @@ pub struct Evaluator {
     latest: Mutex<HashMap<String, Evaluation>>,
     /// The aligned tick at which each policy was last evaluated.
     last_tick: Mutex<HashMap<String, u128>>,
+    /// The baseline judges' latest verdicts per policy (see [`Evaluator::judge_baselines`]).
+    baselines: Mutex<HashMap<String, BTreeMap<String, BaselineVerdict>>>,
 }
 
 impl Evaluator {
@@ -62,6 +65,7 @@ impl Evaluator {
             clients,
             latest: Mutex::default(),
             last_tick: Mutex::default(),
+            baselines: Mutex::default(),
         }
     }
 
@@ -144,6 +148,8 @@ impl Evaluator {
             );
         }
         self.latest.lock().expect("lock").extend(results);
+        let baselines = self.judge_baselines(&due, &batch, now).await;
+        self.baselines.lock().expect("lock").extend(baselines);
         due.iter()
             .map(|p| ObjectRef::from_obj(p.as_ref()))
             .collect()
@@ -215,6 +221,69 @@ impl Evaluator {
 
     async fn endpoint(&self, policy: &RollbackPolicy) -> Result<Endpoint, EvaluationError> {
         policy_endpoint(&self.ctx, policy).await
+    }
+
+    /// The baseline judges' verdicts of a policy's latest evaluation, once.
+    pub fn take_baselines(&self, policy: &RollbackPolicy) -> BTreeMap<String, BaselineVerdict> {
+        self.baselines
+            .lock()
+            .expect("lock")
+            .remove(&key(policy))
+            .unwrap_or_default()
+    }
+
+    /// Range reads and verdicts for the due policies that have baseline metrics and a release
+    /// recent enough (see `prometheus::baseline`).
+    async fn judge_baselines(
+        &self,
+        due: &[Arc<RollbackPolicy>],
+        batch: &[PolicyQueries<String, Endpoint>],
+        now: Timestamp,
+    ) -> HashMap<String, BTreeMap<String, BaselineVerdict>> {
+        let mut out = HashMap::new();
+        for policy in due {
+            if policy.spec.metrics.iter().all(|m| m.baseline.is_none()) {
+                continue;
+            }
+            let Some(q) = batch.iter().find(|q| q.policy == key(policy)) else {
+                continue;
+            };
+            let Ok(client) = self.clients.get(&q.endpoint) else {
+                continue;
+            };
+            let ns = policy.namespace().unwrap_or_default();
+            let deployment = self.deployments.get(&ObjectRef::new(&q.target).within(&ns));
+            let release = deployment
+                .and_then(|d| owned_replica_sets(&self.replica_sets, &d).last().cloned())
+                .and_then(|rs| rs.creation_timestamp())
+                .map(|t| t.0);
+            let effective = policy.status.as_ref().and_then(|s| s.effective.as_ref());
+            let interval = effective
+                .and_then(|e| e.interval.as_ref())
+                .and_then(|d| d.get().ok())
+                .unwrap_or(self.ctx.config.interval);
+            let workload_label = effective
+                .and_then(|e| e.workload_label.clone())
+                .unwrap_or_else(|| self.ctx.config.workload_label.clone());
+            let vars = prometheus::Vars {
+                namespace: &q.namespace,
+                target: &q.target,
+                pod_regex: q.pod_regex.as_deref(),
+                window: q.window,
+            };
+            let verdicts = prometheus::baseline::judge_metrics(
+                &client,
+                &policy.spec.metrics,
+                &workload_label,
+                &vars,
+                release,
+                now,
+                interval,
+            )
+            .await;
+            out.insert(key(policy), verdicts);
+        }
+        out
     }
 }
 

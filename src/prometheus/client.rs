@@ -203,7 +203,14 @@ impl PrometheusClient {
             query = query.query("time", prometheus_time(at));
         }
         // POST: grouped queries and pod regexes can outgrow URL limits of proxies.
-        let mut response = query.post_raw().await.map_err(|e| self.transport(&e))?;
+        let response = query.post_raw().await.map_err(|e| self.transport(&e))?;
+        samples(self.answer(response).await?)
+    }
+
+    /// Reads an answer: a redirect is refused (never followed), the body is bounded by
+    /// [`MAX_BODY`], and errors say what the answer was, never what it said (beyond a
+    /// Prometheus error envelope's own message).
+    async fn answer(&self, mut response: reqwest::Response) -> Result<PromqlResult, QueryError> {
         let status = response.status();
         if status.is_redirection() {
             return Err(QueryError::Redirect {
@@ -253,7 +260,7 @@ impl PrometheusClient {
             });
         }
         match serde_json::from_slice::<Envelope>(&body) {
-            Ok(Envelope::Success { data }) => samples(data),
+            Ok(Envelope::Success { data }) => Ok(data),
             Ok(Envelope::Error { error_type, error }) => Err(match error_type.as_str() {
                 "bad_data" | "execution" => QueryError::BadQuery {
                     message: snippet(&error),
@@ -335,6 +342,78 @@ impl MetricsSource for PrometheusClient {
             }
         }
         result
+    }
+}
+
+impl PrometheusClient {
+    /// A range query: `promql` evaluated every `step` from `start` to `end` (whole seconds, as
+    /// the backtest and the baseline judge use it). Its answer is read like an instant query's.
+    pub async fn query_range(
+        &self,
+        promql: &str,
+        start: jiff::Timestamp,
+        end: jiff::Timestamp,
+        step: Duration,
+    ) -> Result<Vec<super::Series>, QueryError> {
+        let started = Instant::now();
+        let query = self
+            .client
+            .query_range(
+                promql,
+                start.as_second(),
+                end.as_second(),
+                step.as_secs_f64().max(1.0),
+            )
+            .timeout(i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX));
+        let result = async {
+            let response = query.post_raw().await.map_err(|e| self.transport(&e))?;
+            series(self.answer(response).await?)
+        }
+        .await;
+        if let Some(metrics) = &self.metrics {
+            let outcome = result
+                .as_ref()
+                .map_or_else(QueryError::outcome, |_| "success");
+            metrics.prometheus_query(outcome, started.elapsed());
+        }
+        result
+    }
+}
+
+impl super::RangeSource for PrometheusClient {
+    fn query_range(
+        &self,
+        promql: &str,
+        start: jiff::Timestamp,
+        end: jiff::Timestamp,
+        step: Duration,
+    ) -> impl std::future::Future<Output = Result<Vec<super::Series>, QueryError>> + Send {
+        PrometheusClient::query_range(self, promql, start, end, step)
+    }
+}
+
+/// The series of a range query's answer (a matrix; an instant vector is refused).
+fn series(result: PromqlResult) -> Result<Vec<super::Series>, QueryError> {
+    match result.into_inner().0 {
+        Data::Matrix(m) => Ok(m
+            .into_iter()
+            .map(|s| {
+                let (labels, samples) = s.into_inner();
+                super::Series {
+                    labels: labels.into_iter().collect(),
+                    points: samples
+                        .iter()
+                        .filter_map(|p| {
+                            let ms = (p.timestamp() * 1000.0).round() as i64;
+                            Some((jiff::Timestamp::from_millisecond(ms).ok()?, p.value()))
+                        })
+                        .collect(),
+                }
+            })
+            .collect()),
+        _ => Err(QueryError::UnexpectedResult {
+            message: "a range query did not return a matrix".into(),
+        }),
     }
 }
 

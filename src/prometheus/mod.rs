@@ -14,6 +14,7 @@
 //!   operator's metrics. The [`Readings`] hold, per policy and signal, a value, "no data"
 //!   (`Ok(None)`), or a [`QueryError`] whose `reason()` suits `MetricsAvailable=False`.
 
+pub mod baseline;
 pub mod client;
 mod group;
 pub mod plan;
@@ -71,6 +72,25 @@ impl<S: MetricsSource + Sync> MetricsSource for &S {
     ) -> impl Future<Output = Result<Vec<Sample>, QueryError>> + Send {
         (**self).query(promql, at)
     }
+}
+
+/// One series of a range query result: its labels and its values in time order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub labels: BTreeMap<String, String>,
+    pub points: Vec<(jiff::Timestamp, f64)>,
+}
+
+/// Something that answers range PromQL queries (Prometheus' `query_range`), or a fake in tests.
+pub trait RangeSource {
+    /// Evaluates `promql` every `step` from `start` to `end`, both included.
+    fn query_range(
+        &self,
+        promql: &str,
+        start: jiff::Timestamp,
+        end: jiff::Timestamp,
+        step: Duration,
+    ) -> impl Future<Output = Result<Vec<Series>, QueryError>> + Send;
 }
 
 /// A [`MetricsSource`] answering from a function: for tests of code that queries.

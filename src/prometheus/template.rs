@@ -300,6 +300,7 @@ mod tests {
             direction: None,
             weight: None,
             class: None,
+            baseline: None,
         }
     }
 

@@ -6,6 +6,7 @@
 mod api_schema;
 mod apiserver;
 mod assessment;
+mod backtest;
 mod chart;
 mod cli;
 mod failover;

@@ -238,7 +238,8 @@ mod tests {
                 critical: None,
                 direction: None,
                 weight: None,
-                class: None
+                class: None,
+                baseline: None
             }
         );
         assert!(matches!(

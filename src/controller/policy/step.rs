@@ -66,7 +66,7 @@ pub(super) async fn run(
         .unwrap_or_default();
     let target_state = health::target_state(target, &replica_sets);
     let mut state = PolicyState::from_status(status);
-    let assessment = assess::assess(
+    let assessment = assess::assess_with_baselines(
         &AssessInput {
             signals: &signals,
             target: &target_state,
@@ -74,6 +74,7 @@ pub(super) async fn run(
             now: evaluation.at,
         },
         &assess_settings,
+        &pctx.evaluator.take_baselines(policy),
     );
 
     let events = pctx.events.state();
