@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::api::{
     self, Direction, EffectiveMetric, EffectiveSettings, IncidentClass, MetricSpec, Preset,
-    RollbackPolicySpec, duration,
+    RollbackPolicySpec, Unit, duration,
 };
 
 /// Accepts a Kubernetes duration (`30s`) or, as the seed's variables use, plain milliseconds.
@@ -150,6 +150,14 @@ pub fn preset_class(preset: Preset) -> IncidentClass {
     }
 }
 
+/// How a preset's values read to people.
+pub fn preset_unit(preset: Preset) -> Unit {
+    match preset {
+        Preset::ResponseTime => Unit::Milliseconds,
+        Preset::ErrorRate | Preset::MemoryUsage | Preset::CpuUsage => Unit::Ratio,
+    }
+}
+
 /// One metric after operator defaults.
 pub fn effective_metric(metric: &MetricSpec, config: &OperatorConfig) -> EffectiveMetric {
     let (warning, critical) = match metric.preset {
@@ -172,6 +180,7 @@ pub fn effective_metric(metric: &MetricSpec, config: &OperatorConfig) -> Effecti
             .class
             .or(metric.preset.map(preset_class))
             .unwrap_or(IncidentClass::Performance),
+        unit: metric.preset.map(preset_unit),
     }
 }
 

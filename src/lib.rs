@@ -4,7 +4,7 @@
 //! resolution), `prometheus` (queries, templates, shared-query planning), `assess` and `decide`
 //! (the pure engine: data in, decisions out, no I/O), `strategy` (the five remediations: pure
 //! planners and a thin apply layer), `controller` (reconcilers), `server` (HTTP endpoints),
-//! `telemetry` (logs and metrics), `verify` (the six checks after a remediation), `cli` (the
+//! `telemetry` (logs and metrics), `units` (numbers for people), `verify` (the six checks after a remediation), `cli` (the
 //! commands).
 
 pub mod api;
@@ -18,4 +18,5 @@ pub mod prometheus;
 pub mod server;
 pub mod strategy;
 pub mod telemetry;
+pub mod units;
 pub mod verify;

@@ -376,6 +376,7 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
         }
     }
 
+    super::conditions::kstatus(&mut status.conditions, policy.metadata.generation);
     let patch = json!({
         "apiVersion": RollbackPolicy::api_version(&()),
         "kind": RollbackPolicy::kind(&()),
@@ -779,7 +780,12 @@ fn short_reason(action: &Remediate, assessment: &assess::Assessment) -> String {
         .into_iter()
         .max_by_key(|i| i.severity == crate::api::MetricSeverity::Critical);
     let breach = issue.map(|i| match (i.value, i.threshold) {
-        (Some(v), Some(t)) => format!("{} {} beyond {}", i.metric, round(v), round(t)),
+        (Some(v), Some(t)) => format!(
+            "{} {} beyond {}",
+            i.metric,
+            crate::units::num(v),
+            crate::units::num(t)
+        ),
         _ => format!("{} {}", i.metric, i.severity),
     });
     let class = action.class.map(|c| c.to_string());
@@ -789,11 +795,6 @@ fn short_reason(action: &Remediate, assessment: &assess::Assessment) -> String {
         (None, Some(b)) => b,
         (None, None) => action.reason.chars().take(120).collect(),
     }
-}
-
-fn round(v: f64) -> String {
-    let s = format!("{v:.4}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Traffic rungs whose changes are still in place once the target has been healthy for
