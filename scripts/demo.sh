@@ -63,7 +63,8 @@ latency() { printf '%s ms' "$(sig "$(field '{.status.health.metrics.latency}')")
 healthy() { [[ $(field '{.status.conditions[?(@.type=="Healthy")].status}') == True ]]; }
 # Comfortably healthy: every signal well inside its warning threshold (see README "Health score").
 settled() { healthy && awk -v s="$(field '{.status.health.score}')" 'BEGIN { exit !(s >= 95) }'; }
-wait_for "the policy to be Ready" 60 kubectl wait --for=condition=Ready rbp/web -n "$NS" --timeout=1s
+ready() { kubectl wait --for=condition=Ready rbp/web -n "$NS" --timeout=1s >/dev/null 2>&1; }
+wait_for "the policy to be Ready (kubectl wait --for=condition=Ready rbp/web)" 60 ready
 note "$(field '{.status.conditions[?(@.type=="Ready")].message}')"
 wait_for "a healthy assessment" 120 settled
 note "health $(field '{.status.health.status}'), score $(field '{.status.health.score}'), errors $(errors), p95 latency $(latency)"

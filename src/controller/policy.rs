@@ -277,7 +277,7 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = policy.name_any();
-    ctx.metrics.policies.set(pctx.policies.state().len() as i64);
+    ctx.metrics.record_policies(&pctx.policies.state());
 
     // Deletion: apply onDelete, then let the policy go.
     if policy.metadata.deletion_timestamp.is_some() {

@@ -665,7 +665,10 @@ spec:
 #[tokio::test]
 async fn chart_rbac_is_what_the_operator_uses() {
     if env().request_log.is_none() {
-        eprintln!("skipping chart_rbac_is_what_the_operator_uses: no request log (real cluster)");
+        support::skip(
+            "chart_rbac_is_what_the_operator_uses",
+            "needs the local control plane's request log (FRYS_REQUEST_LOG)",
+        );
         return;
     }
     let client = env().client().await;
@@ -751,4 +754,175 @@ async fn chart_rbac_is_what_the_operator_uses() {
             "JUSTIFIED_UNUSED names {g}/{r} {v}, which the chart does not grant"
         );
     }
+}
+
+/// The optional Grafana dashboard and PrometheusRule: the dashboard is valid JSON with the
+/// structure Grafana needs, every operator metric they name is one the operator exports, and
+/// `promtool check rules` accepts the rules.
+#[test]
+fn chart_dashboard_and_alert_rules_validate() {
+    let objects = render(&[
+        "grafanaDashboard.enabled=true",
+        "prometheusRule.enabled=true",
+    ]);
+    let configmap = find(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "frys-rollback-dashboard")
+        .expect("the dashboard ConfigMap");
+    assert_eq!(configmap["metadata"]["labels"]["grafana_dashboard"], "1");
+    let text = configmap["data"]["frys-rollback.json"].as_str().unwrap();
+    let dashboard: Value = serde_json::from_str(text).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "frys-rollback");
+    let panels = dashboard["panels"].as_array().unwrap();
+    let titles: Vec<&str> = panels
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "Policies by health",
+        "Remediations and their outcome",
+        "Evaluation lag",
+        "Prometheus query time",
+    ] {
+        assert!(titles.contains(&wanted), "{wanted} missing: {titles:?}");
+    }
+    let mut ids = BTreeSet::new();
+    let mut exprs: Vec<String> = vec![];
+    for p in panels {
+        assert!(ids.insert(p["id"].as_i64().unwrap()), "duplicate panel id");
+        assert!(p["gridPos"]["w"].as_i64().unwrap() > 0, "{p}");
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{p}");
+        exprs.extend(
+            targets
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_owned()),
+        );
+    }
+
+    let rule = find(&objects, "PrometheusRule");
+    assert_eq!(rule.len(), 1);
+    let groups = &rule[0]["spec"]["groups"];
+    let alerts: Vec<&str> = groups[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            "FrysRollbackOperatorDown",
+            "FrysRollbackEvaluationLagging",
+            "FrysRollbackRemediationFailed",
+            "FrysRollbackIncidentFailed"
+        ]
+    );
+    exprs.extend(
+        groups[0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["expr"].as_str().unwrap().to_owned()),
+    );
+
+    // Every frys_rollback_* series they read is exported (names as rendered on /metrics).
+    let metrics = frys_rollback::telemetry::Metrics::default();
+    metrics.record_policies(&[]);
+    let exported = metrics.render();
+    for expr in &exprs {
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("frys_rollback_"))
+        {
+            let family = ["_bucket", "_total"]
+                .iter()
+                .fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+            assert!(
+                exported.contains(&format!("# TYPE {family} ")),
+                "{name} (in {expr}) is not exported:\n{exported}"
+            );
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(&file, serde_json::to_string(&rule[0]["spec"]).unwrap()).unwrap();
+    let out = tool(
+        "promtool",
+        &["check", "rules", file.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 4 rules found"));
+}
+
+/// Helm 4's `--wait=watcher` (kstatus) reads a RollbackPolicy's conditions: an install waits
+/// until the policy is Ready, and times out while it is Reconciling (its target missing).
+#[tokio::test]
+async fn helm_wait_watcher_waits_for_policy_ready() {
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    let ns = support::namespace(&client, "chart-watch").await;
+    let _operator = Operator::start(&ns, &[]).await;
+    let chart = tempfile::tempdir().unwrap();
+    std::fs::create_dir(chart.path().join("templates")).unwrap();
+    std::fs::write(
+        chart.path().join("Chart.yaml"),
+        "apiVersion: v2\nname: policy\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        chart.path().join("templates/policy.yaml"),
+        "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackPolicy\nmetadata: {name: {{ .Release.Name }}}\n\
+         spec:\n  targetRef: {name: {{ .Values.target }}}\n  interval: 2s\n\
+         \x20 metrics: [{name: errors, preset: errorRate}]\n  strategies: [{type: VersionRollback}]\n",
+    )
+    .unwrap();
+    let chart = chart.path().to_string_lossy().into_owned();
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment("web", "demo:v1"))
+        .await
+        .unwrap();
+    let install = |release: &str, target: &str, timeout: &str| {
+        helm(&[
+            "install",
+            release,
+            &chart,
+            "-n",
+            &ns,
+            "--set",
+            &format!("target={target}"),
+            "--wait=watcher",
+            "--timeout",
+            timeout,
+        ])
+    };
+
+    let (ok, _, err) = install("web", "web", "60s");
+    assert!(ok, "helm install --wait=watcher: {err}");
+    let (_, ready, _) = kubectl(&[
+        "get",
+        "-n",
+        &ns,
+        "rbp/web",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    assert_eq!(ready, "True", "helm returned before the policy was Ready");
+
+    let (ok, _, err) = install("orphan", "no-such-deployment", "6s");
+    assert!(
+        !ok,
+        "helm --wait=watcher accepted a policy whose target is missing"
+    );
+    assert!(
+        err.contains("timed out") || err.contains("context deadline"),
+        "{err}"
+    );
 }
