@@ -104,3 +104,21 @@ impl Cli {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The krew manifest installs the binary under the name the plugin detection expects.
+    #[test]
+    fn krew_manifest_installs_the_plugin_name() {
+        let manifest = include_str!("../../deploy/krew/frys.yaml");
+        assert!(
+            manifest.contains(&format!("to: {}\n", super::PLUGIN_NAME)),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains(&format!("bin: {}\n", super::PLUGIN_NAME)),
+            "{manifest}"
+        );
+        assert!(manifest.contains("from: frys-rollback\n"), "{manifest}");
+    }
+}

@@ -177,16 +177,15 @@ impl Metrics {
         self.policies.set(policies.len() as i64);
         self.policies_by_health.clear();
         self.last_evaluation.clear();
-        let statuses = [
-            HealthStatus::Healthy,
-            HealthStatus::Warning,
-            HealthStatus::Critical,
-            HealthStatus::Unhealthy,
-        ];
         // Every status present (0 included), so a dashboard's stack does not lose a colour.
-        for status in statuses.iter().map(|s| s.as_str()).chain(["Unknown"]) {
+        for status in HealthStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .chain(["Unknown"])
+        {
             self.policies_by_health
-                .get_or_create(&HealthLabels { status });
+                .get_or_create(&HealthLabels { status })
+                .set(0);
         }
         let mut failed = 0;
         for policy in policies {
