@@ -826,9 +826,28 @@ fn chart_dashboard_and_alert_rules_validate() {
             .map(|r| r["expr"].as_str().unwrap().to_owned()),
     );
 
-    // Every frys_rollback_* series they read is exported (names as rendered on /metrics).
+    // Every frys_rollback_* series they read is exported (names as rendered on /metrics, once
+    // each family has a sample).
     let metrics = frys_rollback::telemetry::Metrics::default();
-    metrics.record_policies(&[]);
+    drop(metrics.reconcile_started("policy"));
+    metrics.reconcile_failed("policy", "Kube");
+    metrics.prometheus_query("success", Duration::ZERO);
+    metrics
+        .alerts
+        .get_or_create(&frys_rollback::telemetry::metrics::AlertLabels {
+            level: "Warning",
+            reason: "StepFailed".into(),
+        })
+        .inc();
+    let evaluated: RollbackPolicy = serde_json::from_value(json!({
+        "apiVersion": "rollback.frys.io/v1alpha1", "kind": "RollbackPolicy",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"targetRef": {"name": "web"}, "metrics": [{"name": "e", "preset": "errorRate"}],
+                 "strategies": [{"type": "VersionRollback"}]},
+        "status": {"health": {"status": "Healthy", "score": 100.0, "evaluatedAt": "2026-01-01T00:00:00Z"}},
+    }))
+    .unwrap();
+    metrics.record_policies(&[std::sync::Arc::new(evaluated)]);
     let exported = metrics.render();
     for expr in &exprs {
         for name in expr
@@ -862,8 +881,10 @@ fn chart_dashboard_and_alert_rules_validate() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 4 rules found"));
 }
 
-/// Helm 4's `--wait=watcher` (kstatus) reads a RollbackPolicy's conditions: an install waits
-/// until the policy is Ready, and times out while it is Reconciling (its target missing).
+/// Helm 4's `--wait=watcher` (kstatus) reads a RollbackPolicy's conditions: an upgrade waits
+/// while the policy is Reconciling (its target missing) and returns once it is Ready. (Right
+/// after creation, before the operator's first status write, kstatus reads any custom resource
+/// without status as Current; so the release is installed first and the wait tested on upgrade.)
 #[tokio::test]
 async fn helm_wait_watcher_waits_for_policy_ready() {
     let client = env().client().await;
@@ -879,50 +900,70 @@ async fn helm_wait_watcher_waits_for_policy_ready() {
     .unwrap();
     std::fs::write(
         chart.path().join("templates/policy.yaml"),
-        "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackPolicy\nmetadata: {name: {{ .Release.Name }}}\n\
-         spec:\n  targetRef: {name: {{ .Values.target }}}\n  interval: 2s\n\
+        "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackPolicy\nmetadata: {name: web}\n\
+         spec:\n  targetRef: {name: web}\n  interval: {{ .Values.interval }}\n\
          \x20 metrics: [{name: errors, preset: errorRate}]\n  strategies: [{type: VersionRollback}]\n",
     )
     .unwrap();
     let chart = chart.path().to_string_lossy().into_owned();
-    Api::<Deployment>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &deployment("web", "demo:v1"))
-        .await
-        .unwrap();
-    let install = |release: &str, target: &str, timeout: &str| {
-        helm(&[
-            "install",
-            release,
-            &chart,
-            "-n",
-            &ns,
-            "--set",
-            &format!("target={target}"),
-            "--wait=watcher",
-            "--timeout",
-            timeout,
-        ])
+    let helm_in = {
+        let (chart, ns) = (chart.clone(), ns.clone());
+        move |verb: &str, interval: &str, wait: &str, timeout: &str| {
+            helm(&[
+                verb,
+                "web",
+                &chart,
+                "-n",
+                &ns,
+                "--set",
+                &format!("interval={interval}"),
+                &format!("--wait={wait}"),
+                "--timeout",
+                timeout,
+            ])
+        }
     };
+    let (ok, _, err) = helm_in("install", "2s", "false", "30s");
+    assert!(ok, "helm install: {err}");
+    let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
+    let condition = |p: RollbackPolicy, type_: &str| {
+        p.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status)
+    };
+    eventually("Reconciling=True (no target)", TIMEOUT, || async {
+        let p = policies.get("web").await.ok()?;
+        (condition(p, "Reconciling")? == "True").then_some(())
+    })
+    .await;
 
-    let (ok, _, err) = install("web", "web", "60s");
-    assert!(ok, "helm install --wait=watcher: {err}");
-    let (_, ready, _) = kubectl(&[
-        "get",
-        "-n",
-        &ns,
-        "rbp/web",
-        "-o",
-        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-    ]);
-    assert_eq!(ready, "True", "helm returned before the policy was Ready");
-
-    let (ok, _, err) = install("orphan", "no-such-deployment", "6s");
-    assert!(
-        !ok,
-        "helm --wait=watcher accepted a policy whose target is missing"
-    );
+    // Reconciling: the watcher does not accept the release.
+    let (ok, _, err) = helm_in("upgrade", "2s", "watcher", "5s");
+    assert!(!ok, "helm --wait=watcher accepted a Reconciling policy");
     assert!(
         err.contains("timed out") || err.contains("context deadline"),
         "{err}"
     );
+
+    // It waits, and returns once the target appears and the policy is Ready.
+    let upgrade = helm_in.clone();
+    let waiting = std::thread::spawn(move || upgrade("upgrade", "3s", "watcher", "90s"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !waiting.is_finished(),
+        "helm returned while the target is missing"
+    );
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment("web", "demo:v1"))
+        .await
+        .unwrap();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || waiting.join().unwrap())
+        .await
+        .unwrap();
+    assert!(ok, "helm upgrade --wait=watcher: {err}");
+    let p = policies.get("web").await.unwrap();
+    assert_eq!(p.metadata.generation, Some(2));
+    assert_eq!(condition(p, "Ready").as_deref(), Some("True"));
 }
