@@ -115,7 +115,7 @@ note "What the engine sees now, in its own words (frys-rollback explain web -n $
 say "Done in $(($(date +%s) - started))s: the RollbackEvent is $phase. Explore further:"
 note "eval \"\$(scripts/testenv.sh env)\"        # this environment in your shell"
 note "kubectl describe rbp web -n $NS          # conditions and Kubernetes Events"
-note "kubectl frys status -n $NS               # the CLI as a kubectl plugin (README: kubectl plugin)"
+note "kubectl frys explain web -n $NS          # once installed as kubectl-frys (docs/kubectl-plugin.md)"
 note "kubectl get rbe $event -n $NS -o yaml    # actions with the state they replaced"
 note "scripts/testenv.sh down                  # stop the environment"
 [[ $phase == Succeeded ]]
