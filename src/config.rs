@@ -244,6 +244,13 @@ mod tests {
         assert!(parse_duration_arg("soon").unwrap_err().contains("soon"));
     }
 
+    /// No URL is omitted from status, never null (the CRD schema refuses null).
+    #[test]
+    fn effective_settings_without_a_prometheus_url_omit_it() {
+        let json = serde_json::to_value(api::EffectiveSettings::default()).unwrap();
+        assert!(json.get("prometheusUrl").is_none(), "{json}");
+    }
+
     #[test]
     fn defaults_follow_the_seed() {
         let c = OperatorConfig::defaults();

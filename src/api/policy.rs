@@ -776,6 +776,9 @@ pub struct LastRollback {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EffectiveSettings {
+    // Omitted, not null, without a URL: the schema has no null (an operator started without
+    // --prometheus-url could not write any policy's status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_url: Option<String>,
     pub interval: Option<Duration>,
     pub rate_window: Option<Duration>,
