@@ -8,6 +8,8 @@
 #   scripts/testenv.sh env             print the export lines of the running env
 #   scripts/testenv.sh status          show what runs
 #   scripts/testenv.sh prepare         only fetch, extract and build (no start)
+#   scripts/testenv.sh tools           only the tools (kubectl, helm, prometheus,
+#                                      promtool); prints the PATH export line
 #
 #   eval "$(scripts/testenv.sh up)"
 #
@@ -557,6 +559,16 @@ cmd_prepare() {
 	log "prepare: control plane binary $CP_BIN"
 }
 
+# The tools tests use, for a run against another cluster (no control plane build, no start).
+cmd_tools() {
+	lock_cache
+	fetch_debs
+	extract_debs
+	fetch_helm
+	link_tools
+	printf 'export PATH=%q:"$PATH"\n' "$TOOLS_DIR"
+}
+
 # Stop every process recorded in the state dir (only if still ours).
 stop_all() {
 	local f
@@ -610,6 +622,7 @@ main() {
 	env) cmd_env ;;
 	status) cmd_status ;;
 	prepare) cmd_prepare ;;
+	tools) cmd_tools ;;
 	*)
 		sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
 		exit 2

@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::api::{
     self, Direction, EffectiveMetric, EffectiveSettings, IncidentClass, MetricSpec, Preset,
-    RollbackPolicySpec, duration,
+    RollbackPolicySpec, Unit, duration,
 };
 
 /// Accepts a Kubernetes duration (`30s`) or, as the seed's variables use, plain milliseconds.
@@ -218,6 +218,14 @@ pub fn preset_class(preset: Preset) -> IncidentClass {
     }
 }
 
+/// How a preset's values read to people.
+pub fn preset_unit(preset: Preset) -> Unit {
+    match preset {
+        Preset::ResponseTime => Unit::Milliseconds,
+        Preset::ErrorRate | Preset::MemoryUsage | Preset::CpuUsage => Unit::Ratio,
+    }
+}
+
 /// One metric after operator defaults.
 pub fn effective_metric(metric: &MetricSpec, config: &OperatorConfig) -> EffectiveMetric {
     let (warning, critical) = match metric.preset {
@@ -240,6 +248,7 @@ pub fn effective_metric(metric: &MetricSpec, config: &OperatorConfig) -> Effecti
             .class
             .or(metric.preset.map(preset_class))
             .unwrap_or(IncidentClass::Performance),
+        unit: metric.preset.map(preset_unit),
     }
 }
 
@@ -303,6 +312,13 @@ mod tests {
         );
         assert_eq!(parse_duration_arg("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration_arg("soon").unwrap_err().contains("soon"));
+    }
+
+    /// No URL is omitted from status, never null (the CRD schema refuses null).
+    #[test]
+    fn effective_settings_without_a_prometheus_url_omit_it() {
+        let json = serde_json::to_value(api::EffectiveSettings::default()).unwrap();
+        assert!(json.get("prometheusUrl").is_none(), "{json}");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! resolution), `egress` (where the operator's HTTP may go), `prometheus` (queries, templates, shared-query planning), `assess` and `decide`
 //! (the pure engine: data in, decisions out, no I/O), `strategy` (the five remediations: pure
 //! planners and a thin apply layer), `controller` (reconcilers), `server` (HTTP endpoints),
-//! `telemetry` (logs and metrics), `verify` (the six checks after a remediation), `leader`
-//! (leader election and the fence every write checks), `cli` (the commands).
+//! `telemetry` (logs and metrics), `units` (numbers for people), `verify` (the six checks after
+//! a remediation), `leader` (leader election and the fence every write checks), `cli` (the
+//! commands).
 
 pub mod api;
 pub mod assess;
@@ -23,4 +24,5 @@ pub mod prometheus;
 pub mod server;
 pub mod strategy;
 pub mod telemetry;
+pub mod units;
 pub mod verify;

@@ -1,6 +1,4 @@
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    frys_rollback::cli::Cli::parse().execute().await
+    frys_rollback::cli::Cli::from_env().execute().await
 }

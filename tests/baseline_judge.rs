@@ -86,6 +86,7 @@ fn assessment(
         direction: Direction::Above,
         weight: 1.0,
         class: IncidentClass::Performance,
+        unit: None,
     };
     let signals = [Signal {
         metric,

@@ -312,6 +312,17 @@ pub struct BaselineSpec {
     pub alpha: Option<f64>,
 }
 
+/// How a signal's values read to people; machine fields always keep the plain number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Unit {
+    /// Milliseconds.
+    Milliseconds,
+    /// A share from 0 to 1, shown as a percentage.
+    Ratio,
+    /// Requests (or events) per second.
+    PerSecond,
+}
+
 /// The seed's four standard signals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -701,7 +712,13 @@ pub struct RollbackPolicyStatus {
 pub struct HealthReport {
     /// Healthy, Warning, Critical or Unhealthy.
     pub status: HealthStatus,
-    /// Weighted health score, 0 (worst) to 100 (best); for display and ranking.
+    /// Health score, 0 (worst) to 100 (best), for display and ranking only: decisions use the
+    /// severities. 100 × (1 − weighted mean badness of the signals), badness in 0-1 piecewise
+    /// linear in the value: 0 at the best value (0 for an Above threshold), 0.1 at the
+    /// warning threshold, 0.5 at critical, 1 one warning-to-critical distance past it. So a
+    /// workload with every signal inside half its warning threshold scores 95 or more, one at
+    /// its warning thresholds 90, and only a signal past its critical threshold takes the score
+    /// below 50. 0 when the target has no available replica.
     pub score: f64,
     /// Signals beyond a threshold, and inconclusive ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -791,6 +808,9 @@ pub struct LastRollback {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EffectiveSettings {
+    // Omitted, not null, without a URL: the schema has no null (an operator started without
+    // --prometheus-url could not write any policy's status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_url: Option<String>,
     pub interval: Option<Duration>,
     pub rate_window: Option<Duration>,
@@ -818,4 +838,7 @@ pub struct EffectiveMetric {
     pub direction: Direction,
     pub weight: f64,
     pub class: IncidentClass,
+    /// How values read to people (from the preset; custom queries show the number alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Unit>,
 }

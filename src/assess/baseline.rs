@@ -97,12 +97,12 @@ impl Evidence {
         format!(
             "{}: U = {}, z = {:.2}, p = {:.2e} (level {:.2e}), median {} -> {} ({:.2}x), {} samples before and {} after",
             self.test,
-            super::num(self.u),
+            crate::units::num(self.u),
             self.z,
             self.p_value,
             self.alpha,
-            super::num(self.before_median),
-            super::num(self.after_median),
+            crate::units::num(self.before_median),
+            crate::units::num(self.after_median),
             self.effect,
             self.before_samples,
             self.after_samples

@@ -32,6 +32,7 @@ use crate::api::{
     self, EffectiveMetric, HealthReport, HealthStatus, IncidentClass, Issue, MetricSeverity,
     NoDataPolicy,
 };
+use crate::units;
 
 /// One query result for a signal.
 #[derive(Clone, Debug, PartialEq)]
@@ -170,6 +171,7 @@ pub fn judge(metric: &EffectiveMetric, sample: &Sample, no_data: NoDataPolicy) -
     };
     match sample {
         Sample::Value(v) if !v.is_nan() => {
+            let show = |v: f64| units::show(v, metric.unit);
             let side = match metric.direction {
                 api::Direction::Above => "above",
                 api::Direction::Below => "below",
@@ -178,8 +180,8 @@ pub fn judge(metric: &EffectiveMetric, sample: &Sample, no_data: NoDataPolicy) -
             let (severity, threshold, rule, message) = if let Some(c) = beyond(metric.critical) {
                 let m = format!(
                     "{name} = {} is {side} the critical threshold {}",
-                    num(*v),
-                    num(c)
+                    show(*v),
+                    show(c)
                 );
                 (
                     MetricSeverity::Critical,
@@ -190,8 +192,8 @@ pub fn judge(metric: &EffectiveMetric, sample: &Sample, no_data: NoDataPolicy) -
             } else if let Some(w) = beyond(metric.warning) {
                 let m = format!(
                     "{name} = {} is {side} the warning threshold {}",
-                    num(*v),
-                    num(w)
+                    show(*v),
+                    show(w)
                 );
                 (
                     MetricSeverity::Warning,
@@ -200,7 +202,7 @@ pub fn judge(metric: &EffectiveMetric, sample: &Sample, no_data: NoDataPolicy) -
                     m,
                 )
             } else {
-                let m = format!("{name} = {} is within thresholds", num(*v));
+                let m = format!("{name} = {} is within thresholds", show(*v));
                 (MetricSeverity::Ok, None, SeverityRule::WithinThresholds, m)
             };
             let bad = badness(*v, metric);
@@ -615,18 +617,6 @@ fn summary(
         let _ = write!(out, " (class {})", class.sentence());
     }
     out
-}
-
-/// A number as people read it: integers plainly, others with four significant digits.
-pub(crate) fn num(v: f64) -> String {
-    if !v.is_finite() || (v.fract() == 0.0 && v.abs() < 1e15) {
-        return format!("{v}");
-    }
-    let magnitude = v.abs().log10().floor() as i32;
-    let decimals = (3 - magnitude).clamp(0, 12) as usize;
-    let s = format!("{v:.decimals$}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_string()
 }
 
 #[cfg(test)]

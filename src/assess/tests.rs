@@ -20,6 +20,7 @@ pub(crate) fn metric(
         direction: Direction::Above,
         weight: 1.0,
         class,
+        unit: None,
     }
 }
 
@@ -163,7 +164,7 @@ fn workload_status_is_the_worst_conclusive_metric() {
     );
     assert_eq!(a.status, HealthStatus::Critical);
     assert_eq!(a.incident_class(), Some(IncidentClass::Errors));
-    assert_eq!(a.score, 50.0);
+    assert_eq!(a.score, 49.9);
     let a = run(
         &[errors(Sample::Value(0.0)), latency(Sample::LowTraffic)],
         &up(),
@@ -347,12 +348,34 @@ fn report_and_event_forms() {
 }
 
 #[test]
-fn numbers_read_well() {
-    assert_eq!(num(5000.0), "5000");
-    assert_eq!(num(0.12), "0.12");
-    assert_eq!(num(0.0523456), "0.05235");
-    assert_eq!(num(1234.5678), "1235");
-    assert_eq!(num(-2.5), "-2.5");
+fn messages_round_and_show_units() {
+    let m = EffectiveMetric {
+        unit: Some(crate::api::Unit::Ratio),
+        ..metric("errors", 0.02, 0.05, IncidentClass::Errors)
+    };
+    let v = judge(
+        &m,
+        &Sample::Value(0.30000000000000004),
+        NoDataPolicy::Ignore,
+    );
+    assert_eq!(
+        v.message,
+        "errors = 30 % is above the critical threshold 5 %"
+    );
+    let v = judge(
+        &m,
+        &Sample::Value(0.0009999999999999998),
+        NoDataPolicy::Ignore,
+    );
+    assert_eq!(v.message, "errors = 0.1 % is within thresholds");
+    // The machine field keeps the value as read.
+    assert_eq!(v.value, Some(0.0009999999999999998));
+    let m = EffectiveMetric {
+        unit: Some(crate::api::Unit::Milliseconds),
+        ..metric("latency", 500.0, 2000.0, IncidentClass::Performance)
+    };
+    let v = judge(&m, &Sample::Value(45.04567), NoDataPolicy::Ignore);
+    assert_eq!(v.message, "latency = 45 ms is within thresholds");
 }
 
 proptest! {

@@ -1,8 +1,10 @@
 //! The `frys-rollback` command line: `run` the operator, print the `crd`s, and the people-facing
-//! commands (`status`, `report`, `trigger`, `emergency`, `undo`, `verify`, `backtest`) that talk to the
-//! cluster in KUBECONFIG: results on stdout, progress on stderr.
+//! commands (`status`, `explain`, `report`, `trigger`, `emergency`, `undo`, `verify`,
+//! `backtest`) that talk to the cluster in KUBECONFIG: results on stdout, progress on stderr.
+//! Installed as `kubectl-frys`, the same binary is the kubectl plugin `kubectl frys ...`.
 
 mod backtest;
+mod explain;
 mod output;
 mod report;
 mod run;
@@ -12,7 +14,7 @@ mod undo;
 mod verify;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 pub use report::{Report, aggregate};
 pub use run::RunArgs;
@@ -38,6 +40,9 @@ pub enum Command {
     /// One row per RollbackPolicy: target, readiness, health, score, failure streak, open
     /// incident, last remediation and the settings in force.
     Status(status::StatusArgs),
+    /// What the engine sees now for POLICY and what it would do next, and why, in a few
+    /// sentences (the operator's own assessment and decision rules on the recorded status).
+    Explain(explain::ExplainArgs),
     /// Statistics of the RollbackEvents created in a window: counts by strategy, type and
     /// phase, success and verification pass rates, mean and p95 duration, and the failures.
     Report(report::ReportArgs),
@@ -55,7 +60,27 @@ pub enum Command {
     Backtest(Box<backtest::BacktestArgs>),
 }
 
+/// The file name kubectl looks for to offer `kubectl frys` (a plugin is `kubectl-<name>`).
+pub const PLUGIN_NAME: &str = "kubectl-frys";
+
+/// How help and usage name the program: `kubectl frys` when started as the plugin.
+pub fn display_name(argv0: &std::ffi::OsStr) -> &'static str {
+    let file = std::path::Path::new(argv0).file_stem();
+    if file.is_some_and(|f| f == PLUGIN_NAME) {
+        "kubectl frys"
+    } else {
+        "frys-rollback"
+    }
+}
+
 impl Cli {
+    /// Parses the process's arguments (exits with usage on error, like `Parser::parse`).
+    pub fn from_env() -> Self {
+        let argv0 = std::env::args_os().next().unwrap_or_default();
+        let matches = Self::command().bin_name(display_name(&argv0)).get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
     /// Runs the chosen command.
     pub async fn execute(self) -> anyhow::Result<()> {
         match self.command {
@@ -74,6 +99,7 @@ impl Cli {
                 Ok(())
             }
             Command::Status(args) => status::run(args).await,
+            Command::Explain(args) => explain::run(args).await,
             Command::Report(args) => report::run(args).await,
             Command::Trigger(args) => trigger::trigger(args).await,
             Command::Emergency(args) => trigger::emergency(args).await,
@@ -81,5 +107,23 @@ impl Cli {
             Command::Verify(args) => verify::run(args).await,
             Command::Backtest(args) => backtest::run(*args).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The krew manifest installs the binary under the name the plugin detection expects.
+    #[test]
+    fn krew_manifest_installs_the_plugin_name() {
+        let manifest = include_str!("../../deploy/krew/frys.yaml");
+        assert!(
+            manifest.contains(&format!("to: {}\n", super::PLUGIN_NAME)),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains(&format!("bin: {}\n", super::PLUGIN_NAME)),
+            "{manifest}"
+        );
+        assert!(manifest.contains("from: frys-rollback\n"), "{manifest}");
     }
 }

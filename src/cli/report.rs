@@ -171,7 +171,7 @@ fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
 }
 
 fn percent(rate: Option<f64>) -> String {
-    or_dash(rate.map(|r| format!("{:.1}%", r * 100.0)))
+    or_dash(rate.map(crate::units::percent))
 }
 
 fn millis(ms: Option<f64>) -> String {
@@ -348,7 +348,7 @@ mod tests {
 
         let text = render(&r, now());
         assert!(
-            text.contains("success rate             66.7% (2/3)"),
+            text.contains("success rate             66.7 % (2/3)"),
             "{text}"
         );
         assert!(text.contains("p95 duration             3s"), "{text}");

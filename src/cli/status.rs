@@ -152,7 +152,7 @@ pub fn render(rows: &[PolicyRow]) -> String {
                 r.target.clone(),
                 r.ready.clone(),
                 or_dash(r.health),
-                or_dash(r.score.map(|s| format!("{s:.0}"))),
+                or_dash(r.score.map(crate::units::num)),
                 r.failure_streak.to_string(),
                 or_dash(r.incident.as_ref().map(|i| {
                     let failed = if i.failed { " failed" } else { "" };
@@ -201,7 +201,7 @@ mod tests {
         let expected = "\
 NAMESPACE   NAME   TARGET       READY     HEALTH     SCORE   STREAK   INCIDENT      LAST REMEDIATION               INTERVAL   AUTO   DRY-RUN
 shop        api    web-deploy   Unknown   -          -       0        -             -                              -          -      false
-shop        web    web-deploy   True      Critical   42      3        Release 1/3   VersionRollback Verifying 5m   30s        true   false
+shop        web    web-deploy   True      Critical   42.4    3        Release 1/3   VersionRollback Verifying 5m   30s        true   false
 ";
         assert_eq!(text, expected, "\n{text}");
     }

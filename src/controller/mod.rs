@@ -8,7 +8,7 @@ mod conditions;
 mod evaluation;
 mod evaluator;
 mod event;
-mod health;
+pub(crate) mod health; // pure: also used by `frys-rollback explain`
 mod policy;
 
 use std::sync::Arc;

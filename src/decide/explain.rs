@@ -306,7 +306,12 @@ pub fn short_reason(action: &Remediate, assessment: &Assessment) -> String {
         .into_iter()
         .max_by_key(|i| i.severity == MetricSeverity::Critical);
     let breach = issue.map(|i| match (i.value, i.threshold) {
-        (Some(v), Some(t)) => format!("{} {} beyond {}", i.metric, round(v), round(t)),
+        (Some(v), Some(t)) => format!(
+            "{} {} beyond {}",
+            i.metric,
+            crate::units::num(v),
+            crate::units::num(t)
+        ),
         _ => format!("{} {}", i.metric, i.severity),
     });
     let class = action.class.map(|c| c.to_string());
@@ -316,9 +321,4 @@ pub fn short_reason(action: &Remediate, assessment: &Assessment) -> String {
         (None, Some(b)) => b,
         (None, None) => action.reason.chars().take(120).collect(),
     }
-}
-
-fn round(v: f64) -> String {
-    let s = format!("{v:.4}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }

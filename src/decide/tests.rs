@@ -51,6 +51,7 @@ fn signal(name: &str, w: f64, c: f64, class: IncidentClass, value: Option<f64>) 
             direction: Direction::Above,
             weight: 1.0,
             class,
+            unit: None,
         },
         sample: value.map_or(Sample::NoData, Sample::Value),
     }

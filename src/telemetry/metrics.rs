@@ -30,6 +30,19 @@ pub struct QueryLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    /// Healthy, Warning, Critical, Unhealthy, or Unknown (not evaluated yet).
+    pub status: &'static str,
+}
+
+/// Not `namespace`: Prometheus' scrape target labels take that name (the operator's own).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy_namespace: String,
+    pub policy: String,
+}
+
 /// All metrics; cheap to clone (each metric is an Arc inside).
 #[derive(Clone)]
 pub struct Metrics {
@@ -41,6 +54,9 @@ pub struct Metrics {
     pub prometheus_query_duration: Histogram,
     pub policies: Gauge,
     pub alerts: Family<AlertLabels, Counter>,
+    pub policies_by_health: Family<HealthLabels, Gauge>,
+    pub failed_incidents: Gauge,
+    pub last_evaluation: Family<PolicyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -57,6 +73,9 @@ impl Default for Metrics {
             Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let policies = Gauge::default();
         let alerts = Family::<AlertLabels, Counter>::default();
+        let policies_by_health = Family::<HealthLabels, Gauge>::default();
+        let failed_incidents = Gauge::default();
+        let last_evaluation = Family::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -88,6 +107,21 @@ impl Default for Metrics {
             "Alerts raised, by level and reason",
             alerts.clone(),
         );
+        registry.register(
+            "policies_by_health",
+            "RollbackPolicies by the status of their latest assessment",
+            policies_by_health.clone(),
+        );
+        registry.register(
+            "failed_incidents",
+            "Policies whose incident failed: automatic action holds until healthy or acknowledged",
+            failed_incidents.clone(),
+        );
+        registry.register(
+            "last_evaluation_timestamp_seconds",
+            "When each policy's latest assessment was made (Unix time); lag is time() minus this",
+            last_evaluation.clone(),
+        );
         Self {
             registry: std::sync::Arc::new(registry),
             reconciles,
@@ -97,6 +131,9 @@ impl Default for Metrics {
             prometheus_query_duration,
             policies,
             alerts,
+            policies_by_health,
+            failed_incidents,
+            last_evaluation,
         }
     }
 }
@@ -131,6 +168,51 @@ impl Metrics {
             .get_or_create(&QueryLabels { outcome })
             .inc();
         self.prometheus_query_duration.observe(took.as_secs_f64());
+    }
+
+    /// The policy gauges (`policies`, by health, failed incidents, last evaluation) from the
+    /// policies as the operator's cache holds them; stale series of deleted policies go.
+    pub fn record_policies(&self, policies: &[std::sync::Arc<crate::api::RollbackPolicy>]) {
+        use crate::api::HealthStatus;
+        self.policies.set(policies.len() as i64);
+        self.policies_by_health.clear();
+        self.last_evaluation.clear();
+        // Every status present (0 included), so a dashboard's stack does not lose a colour.
+        for status in HealthStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .chain(["Unknown"])
+        {
+            self.policies_by_health
+                .get_or_create(&HealthLabels { status })
+                .set(0);
+        }
+        let mut failed = 0;
+        for policy in policies {
+            let status = policy.status.as_ref();
+            let health = status.and_then(|s| s.health.as_ref());
+            let label = health.map_or("Unknown", |h| h.status.as_str());
+            self.policies_by_health
+                .get_or_create(&HealthLabels { status: label })
+                .inc();
+            if status
+                .and_then(|s| s.incident.as_ref())
+                .is_some_and(|i| i.failed)
+            {
+                failed += 1;
+            }
+            // A suspended policy is not evaluated on purpose: no lag to report.
+            let evaluated = health.and_then(|h| h.evaluated_at.as_ref());
+            if let Some(at) = evaluated.filter(|_| !policy.spec.suspend) {
+                let labels = PolicyLabels {
+                    policy_namespace: policy.metadata.namespace.clone().unwrap_or_default(),
+                    policy: policy.metadata.name.clone().unwrap_or_default(),
+                };
+                let seconds = at.0.as_millisecond() as f64 / 1000.0;
+                self.last_evaluation.get_or_create(&labels).set(seconds);
+            }
+        }
+        self.failed_incidents.set(failed);
     }
 
     /// The text exposition of every metric.
@@ -179,5 +261,44 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn policy_gauges() {
+        let policy = |name: &str, status: serde_json::Value| {
+            std::sync::Arc::new(
+                serde_json::from_value::<crate::api::RollbackPolicy>(serde_json::json!({
+                    "apiVersion": "rollback.frys.io/v1alpha1", "kind": "RollbackPolicy",
+                    "metadata": {"name": name, "namespace": "shop"},
+                    "spec": {"targetRef": {"name": name}, "metrics": [{"name": "e", "preset": "errorRate"}],
+                             "strategies": [{"type": "VersionRollback"}]},
+                    "status": status,
+                }))
+                .unwrap(),
+            )
+        };
+        let m = Metrics::default();
+        let web = policy(
+            "web",
+            serde_json::json!({"health": {"status": "Critical", "score": 20.0, "evaluatedAt": "2026-01-01T00:00:01.5Z"},
+                               "incident": {"class": "Release", "startedAt": "2026-01-01T00:00:00Z", "attempts": 1, "failed": true}}),
+        );
+        m.record_policies(&[web.clone(), policy("api", serde_json::json!({}))]);
+        let text = m.render();
+        for line in [
+            "frys_rollback_policies 2",
+            "frys_rollback_policies_by_health{status=\"Critical\"} 1",
+            "frys_rollback_policies_by_health{status=\"Unknown\"} 1",
+            "frys_rollback_policies_by_health{status=\"Healthy\"} 0",
+            "frys_rollback_failed_incidents 1",
+            "frys_rollback_last_evaluation_timestamp_seconds{policy_namespace=\"shop\",policy=\"web\"} 1767225601.5",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        // A deleted policy's series go.
+        m.record_policies(&[]);
+        let text = m.render();
+        assert!(!text.contains("policy=\"web\""), "{text}");
+        assert!(text.contains("frys_rollback_failed_incidents 0"), "{text}");
     }
 }

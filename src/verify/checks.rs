@@ -309,7 +309,7 @@ pub async fn performance<S: MetricsSource + Sync>(ctx: &Ctx<'_, S>) -> CheckResu
             ("evaluations", streak.evaluations.to_string()),
         ]);
         for v in &verdicts {
-            let value = v.value.map_or("no data".to_owned(), |x| format!("{x:.4}"));
+            let value = v.value.map_or("no data".to_owned(), crate::units::num);
             d.insert(
                 format!("signal {}", v.name),
                 format!("{value} ({})", v.severity),

@@ -723,7 +723,10 @@ spec:
 #[tokio::test]
 async fn chart_rbac_is_what_the_operator_uses() {
     if env().request_log.is_none() {
-        eprintln!("skipping chart_rbac_is_what_the_operator_uses: no request log (real cluster)");
+        support::skip(
+            "chart_rbac_is_what_the_operator_uses",
+            "needs the local control plane's request log (FRYS_REQUEST_LOG)",
+        );
         return;
     }
     let client = env().client().await;
@@ -814,4 +817,216 @@ async fn chart_rbac_is_what_the_operator_uses() {
             "JUSTIFIED_UNUSED names {g}/{r} {v}, which the chart does not grant"
         );
     }
+}
+
+/// The optional Grafana dashboard and PrometheusRule: the dashboard is valid JSON with the
+/// structure Grafana needs, every operator metric they name is one the operator exports, and
+/// `promtool check rules` accepts the rules.
+#[test]
+fn chart_dashboard_and_alert_rules_validate() {
+    let objects = render(&[
+        "grafanaDashboard.enabled=true",
+        "prometheusRule.enabled=true",
+    ]);
+    let configmap = find(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "frys-rollback-dashboard")
+        .expect("the dashboard ConfigMap");
+    assert_eq!(configmap["metadata"]["labels"]["grafana_dashboard"], "1");
+    let text = configmap["data"]["frys-rollback.json"].as_str().unwrap();
+    let dashboard: Value = serde_json::from_str(text).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "frys-rollback");
+    let panels = dashboard["panels"].as_array().unwrap();
+    let titles: Vec<&str> = panels
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "Policies by health",
+        "Remediations and their outcome",
+        "Evaluation lag",
+        "Prometheus query time",
+    ] {
+        assert!(titles.contains(&wanted), "{wanted} missing: {titles:?}");
+    }
+    let mut ids = BTreeSet::new();
+    let mut exprs: Vec<String> = vec![];
+    for p in panels {
+        assert!(ids.insert(p["id"].as_i64().unwrap()), "duplicate panel id");
+        assert!(p["gridPos"]["w"].as_i64().unwrap() > 0, "{p}");
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{p}");
+        exprs.extend(
+            targets
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_owned()),
+        );
+    }
+
+    let rule = find(&objects, "PrometheusRule");
+    assert_eq!(rule.len(), 1);
+    let groups = &rule[0]["spec"]["groups"];
+    let alerts: Vec<&str> = groups[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            "FrysRollbackOperatorDown",
+            "FrysRollbackEvaluationLagging",
+            "FrysRollbackRemediationFailed",
+            "FrysRollbackIncidentFailed"
+        ]
+    );
+    exprs.extend(
+        groups[0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["expr"].as_str().unwrap().to_owned()),
+    );
+
+    // Every frys_rollback_* series they read is exported (names as rendered on /metrics, once
+    // each family has a sample).
+    let metrics = frys_rollback::telemetry::Metrics::default();
+    drop(metrics.reconcile_started("policy"));
+    metrics.reconcile_failed("policy", "Kube");
+    metrics.prometheus_query("success", Duration::ZERO);
+    metrics
+        .alerts
+        .get_or_create(&frys_rollback::telemetry::metrics::AlertLabels {
+            level: "Warning",
+            reason: "StepFailed".into(),
+        })
+        .inc();
+    let evaluated: RollbackPolicy = serde_json::from_value(json!({
+        "apiVersion": "rollback.frys.io/v1alpha1", "kind": "RollbackPolicy",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"targetRef": {"name": "web"}, "metrics": [{"name": "e", "preset": "errorRate"}],
+                 "strategies": [{"type": "VersionRollback"}]},
+        "status": {"health": {"status": "Healthy", "score": 100.0, "evaluatedAt": "2026-01-01T00:00:00Z"}},
+    }))
+    .unwrap();
+    metrics.record_policies(&[std::sync::Arc::new(evaluated)]);
+    let exported = metrics.render();
+    for expr in &exprs {
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("frys_rollback_"))
+        {
+            let family = ["_bucket", "_total"]
+                .iter()
+                .fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+            assert!(
+                exported.contains(&format!("# TYPE {family} ")),
+                "{name} (in {expr}) is not exported:\n{exported}"
+            );
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(&file, serde_json::to_string(&rule[0]["spec"]).unwrap()).unwrap();
+    let out = tool(
+        "promtool",
+        &["check", "rules", file.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 4 rules found"));
+}
+
+/// Helm 4's `--wait=watcher` (kstatus) reads a RollbackPolicy's conditions: an upgrade waits
+/// while the policy is Reconciling (its target missing) and returns once it is Ready. (Right
+/// after creation, before the operator's first status write, kstatus reads any custom resource
+/// without status as Current; so the release is installed first and the wait tested on upgrade.)
+#[tokio::test]
+async fn helm_wait_watcher_waits_for_policy_ready() {
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    let ns = support::namespace(&client, "chart-watch").await;
+    let _operator = Operator::start(&ns, &[]).await;
+    let chart = tempfile::tempdir().unwrap();
+    std::fs::create_dir(chart.path().join("templates")).unwrap();
+    std::fs::write(
+        chart.path().join("Chart.yaml"),
+        "apiVersion: v2\nname: policy\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        chart.path().join("templates/policy.yaml"),
+        "apiVersion: rollback.frys.io/v1alpha1\nkind: RollbackPolicy\nmetadata: {name: web}\n\
+         spec:\n  targetRef: {name: web}\n  interval: {{ .Values.interval }}\n\
+         \x20 metrics: [{name: errors, preset: errorRate}]\n  strategies: [{type: VersionRollback}]\n",
+    )
+    .unwrap();
+    let chart = chart.path().to_string_lossy().into_owned();
+    let helm_in = {
+        let (chart, ns) = (chart.clone(), ns.clone());
+        move |verb: &str, interval: &str, wait: &str, timeout: &str| {
+            helm(&[
+                verb,
+                "web",
+                &chart,
+                "-n",
+                &ns,
+                "--set",
+                &format!("interval={interval}"),
+                &format!("--wait={wait}"),
+                "--timeout",
+                timeout,
+            ])
+        }
+    };
+    let (ok, _, err) = helm_in("install", "2s", "false", "30s");
+    assert!(ok, "helm install: {err}");
+    let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
+    let condition = |p: RollbackPolicy, type_: &str| {
+        p.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status)
+    };
+    eventually("Reconciling=True (no target)", TIMEOUT, || async {
+        let p = policies.get("web").await.ok()?;
+        (condition(p, "Reconciling")? == "True").then_some(())
+    })
+    .await;
+
+    // Reconciling: the watcher does not accept the release.
+    let (ok, _, err) = helm_in("upgrade", "2s", "watcher", "5s");
+    assert!(!ok, "helm --wait=watcher accepted a Reconciling policy");
+    assert!(
+        err.contains("timed out") || err.contains("context deadline"),
+        "{err}"
+    );
+
+    // It waits, and returns once the target appears and the policy is Ready.
+    let upgrade = helm_in.clone();
+    let waiting = std::thread::spawn(move || upgrade("upgrade", "3s", "watcher", "90s"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !waiting.is_finished(),
+        "helm returned while the target is missing"
+    );
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment("web", "demo:v1"))
+        .await
+        .unwrap();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || waiting.join().unwrap())
+        .await
+        .unwrap();
+    assert!(ok, "helm upgrade --wait=watcher: {err}");
+    let p = policies.get("web").await.unwrap();
+    assert_eq!(p.metadata.generation, Some(2));
+    assert_eq!(condition(p, "Ready").as_deref(), Some("True"));
 }

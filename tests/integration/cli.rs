@@ -198,7 +198,7 @@ async fn status_and_report_show_policies_and_event_statistics() {
     let (ok, out, err) = cli(&["report", "-n", &ns]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("SUMMARY") && out.contains("success rate") && out.contains("66.7% (2/3)"),
+        out.contains("SUMMARY") && out.contains("success rate") && out.contains("66.7 % (2/3)"),
         "{out}"
     );
     assert!(out.contains("STRATEGY") && out.contains("MESSAGE"), "{out}");
@@ -290,4 +290,73 @@ async fn trigger_wait_follows_the_new_event_until_it_finishes() {
     assert!(ok, "{err}");
     assert!(out.contains("Skipped: dry run"), "{out}");
     assert!(err.contains("Skipped"), "progress on stderr: {err}");
+}
+
+/// Installed as `kubectl-frys` on PATH, the binary answers `kubectl frys ...` (kubectl's plugin
+/// lookup), with `kubectl frys` in its usage; `explain` reads the policy's status in sentences.
+#[tokio::test]
+async fn kubectl_frys_plugin_status_and_explain() {
+    let ns = setup("cli-plugin").await;
+    patch_status(
+        &ns,
+        "rollbackpolicy/web",
+        json!({
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Valid",
+                            "message": "protecting Deployment web", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            "health": {"status": "Healthy", "score": 99.3, "metrics": {"errors": 0.0009999999999999998}},
+            "failureStreak": 0,
+        }),
+    );
+    let bin = tempfile::tempdir().unwrap();
+    let plugin = bin.path().join("kubectl-frys");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_frys-rollback"), &plugin).unwrap();
+    let path = format!("{}:{}", bin.path().display(), env().path);
+    let kubectl_frys = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .arg("frys")
+            .args(args)
+            .env("KUBECONFIG", &env().kubeconfig)
+            .env("PATH", &path)
+            .output()
+            .expect("running kubectl frys");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, out, err) = kubectl_frys(&["status", "-n", &ns]);
+    assert!(ok, "{err}");
+    let row = out.lines().nth(1).unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[..6],
+        [ns.as_str(), "web", "web", "True", "Healthy", "99.3"],
+        "{out}"
+    );
+
+    let (ok, out, _) = kubectl_frys(&["--help"]);
+    assert!(ok);
+    assert!(out.contains("Usage: kubectl frys <COMMAND>"), "{out}");
+
+    let (ok, out, err) = kubectl_frys(&["explain", "web", "-n", &ns]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("web is Ready: protecting Deployment web."),
+        "{out}"
+    );
+    // No Deployment web exists here: the engine sees no available replica.
+    assert!(
+        out.contains("Last evaluation: Healthy, score 99.3."),
+        "{out}"
+    );
+    assert!(
+        out.contains("as it is now: Unhealthy: 0 of 1 replicas available"),
+        "{out}"
+    );
+    assert!(
+        out.contains("If the next evaluation reads the same:"),
+        "{out}"
+    );
 }

@@ -177,3 +177,97 @@ async fn events_are_adopted_by_their_policy() {
         format!("RollbackPolicy nope not found in namespace {ns}")
     );
 }
+
+/// kstatus: `kubectl wait --for=condition=Ready` succeeds once the policy is usable, waiting
+/// policies say `Reconciling`, broken ones `Stalled`, and every condition carries the generation
+/// it describes (what Helm 4's `--wait=watcher` and Flux read).
+#[tokio::test]
+async fn kubectl_wait_and_kstatus_conditions() {
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    let ns = support::namespace(&client, "op-kstatus").await;
+    let _operator = Operator::start(&ns, &[]).await;
+    let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
+    let condition = |p: &RollbackPolicy, type_: &str| {
+        let c = p
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)?;
+        Some((c.status.clone(), c.reason.clone(), c.observed_generation))
+    };
+
+    // No target yet: Reconciling, not Stalled, and `kubectl wait` times out.
+    let (ok, _, err) = kubectl_apply(&ns, &policy_yaml("web", "web"));
+    assert!(ok, "{err}");
+    eventually("Reconciling=True TargetNotFound", TIMEOUT, || async {
+        let p = policies.get("web").await.ok()?;
+        (condition(&p, "Reconciling")? == ("True".into(), "TargetNotFound".into(), Some(1)))
+            .then_some(())
+    })
+    .await;
+    let p = policies.get("web").await.unwrap();
+    assert_eq!(condition(&p, "Stalled").unwrap().0, "False");
+    let wait = |resource: &str, condition: &str, timeout: &str| {
+        support::kubectl(&[
+            "wait",
+            "-n",
+            &ns,
+            &format!("--for=condition={condition}"),
+            resource,
+            &format!("--timeout={timeout}"),
+        ])
+    };
+    let (ok, _, _) = wait("rbp/web", "Ready", "2s");
+    assert!(!ok, "kubectl wait succeeded while the target is missing");
+
+    // The target appears: `kubectl wait` returns, Reconciling and Stalled are False.
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment("web", "demo:v1"))
+        .await
+        .unwrap();
+    let (ok, out, err) = wait("rbp/web", "Ready", "30s");
+    assert!(ok, "kubectl wait: {out}{err}");
+    assert!(out.contains("condition met"), "{out}");
+    let p = policies.get("web").await.unwrap();
+    let generation = p.metadata.generation;
+    assert_eq!(
+        condition(&p, "Reconciling").unwrap(),
+        ("False".into(), "Reconciled".into(), generation)
+    );
+    assert_eq!(condition(&p, "Stalled").unwrap().0, "False");
+    for c in &p.status.as_ref().unwrap().conditions {
+        assert_eq!(c.observed_generation, generation, "{c:?}");
+    }
+
+    // A spec change bumps the generation; the conditions follow it.
+    let (ok, _, err) = support::kubectl(&[
+        "patch",
+        "-n",
+        &ns,
+        "rbp/web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"interval":"3s"}}"#,
+    ]);
+    assert!(ok, "{err}");
+    eventually("conditions at generation 2", TIMEOUT, || async {
+        let p = policies.get("web").await.ok()?;
+        (condition(&p, "Ready")?.2 == Some(2)).then_some(())
+    })
+    .await;
+
+    // A query that cannot work: Stalled, which `kubectl wait` can wait for too.
+    let broken = policy_yaml("broken", "web-2").replace(
+        "[{name: errors, preset: errorRate}]",
+        "[{name: custom, query: 'sum(rate(x[{{ window }}]) by (', critical: 1}]",
+    );
+    let (ok, _, err) = kubectl_apply(&ns, &broken);
+    assert!(ok, "{err}");
+    let (ok, out, err) = wait("rbp/broken", "Stalled", "30s");
+    assert!(ok, "kubectl wait Stalled: {out}{err}");
+    let p = policies.get("broken").await.unwrap();
+    assert_eq!(condition(&p, "Stalled").unwrap().1, "InvalidQuery");
+    assert_eq!(condition(&p, "Reconciling").unwrap().0, "False");
+}

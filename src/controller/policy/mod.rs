@@ -191,7 +191,7 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
     let ns = policy
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
-    ctx.metrics.policies.set(pctx.policies.state().len() as i64);
+    ctx.metrics.record_policies(&pctx.policies.state());
     let api: Api<RollbackPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     // The finalizer lets `onDelete` run before the policy goes away.
     finalizer(&api, lifecycle::FINALIZER, policy, |event| async {
@@ -277,6 +277,7 @@ async fn apply(pctx: &PolicyContext, policy: &RollbackPolicy) -> Result<Action, 
         }
     }
 
+    super::conditions::kstatus(&mut status.conditions, policy.metadata.generation);
     write_status(ctx, policy, &status).await?;
 
     housekeeping::prune_history(pctx, policy).await;

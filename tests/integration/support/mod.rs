@@ -132,8 +132,37 @@ pub fn require_simulator(test: &str) -> bool {
     if env().simulated() {
         return true;
     }
-    eprintln!("skipping {test}: it needs the workload simulator of the local test environment");
+    skip(
+        test,
+        "needs the workload simulator of the local test environment",
+    );
     false
+}
+
+/// Returns false (and says why) when a test needs a Prometheus and PROMETHEUS_URL is unset.
+pub fn require_prometheus(test: &str) -> bool {
+    if env().prometheus_url.is_some() {
+        return true;
+    }
+    skip(test, "needs a Prometheus: set PROMETHEUS_URL");
+    false
+}
+
+/// Records that `test` did not run: on stderr, and in FRYS_SKIP_LOG (one `test<TAB>why` line),
+/// which scripts/test.sh lists at the end, since cargo reports a skipped test as `ok`.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("skipping {test}: it {why}");
+    if let Some(path) = std::env::var_os("FRYS_SKIP_LOG") {
+        use std::io::Write;
+        let line = format!("{test}\t{why}\n");
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path);
+        if let Err(e) = file.and_then(|mut f| f.write_all(line.as_bytes())) {
+            eprintln!("FRYS_SKIP_LOG: {e}");
+        }
+    }
 }
 
 /// A fresh namespace for one test, so tests run in parallel.
