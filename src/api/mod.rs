@@ -7,12 +7,16 @@ mod common;
 pub mod duration;
 mod event;
 mod policy;
+mod policy_status;
+mod rung;
 pub mod yaml;
 
 pub use common::*;
 pub use duration::Duration;
 pub use event::*;
 pub use policy::*;
+pub use policy_status::*;
+pub use rung::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
