@@ -12,11 +12,11 @@ use kube::{ResourceExt as _, api::ListParams};
 
 use super::output::{self, age};
 use crate::{
-    api::{RollbackEvent, RollbackPolicy, annotations},
+    api::{RollbackEvent, RollbackPolicy},
     assess::{self, AssessInput, Sample, Signal},
     config::{self, OperatorConfig},
     controller::health,
-    decide::{self, ActiveStep, GuardVerdict, PolicyState, Tick},
+    decide::{self, GuardVerdict, PolicyState, Tick},
     units,
 };
 
@@ -164,21 +164,19 @@ pub fn explain(
     });
 
     // What the operator would decide on an evaluation that reads the same values now.
-    let active_event = state.incident.as_ref().and_then(|i| match &i.active {
-        Some(ActiveStep::Event(e)) => Some(e.clone()),
-        _ => None,
-    });
-    let ack = policy
-        .annotations()
-        .get(annotations::ACK)
-        .or_else(|| deployment.and_then(|d| d.annotations().get(annotations::ACK)))
-        .cloned();
+    let active_event = state
+        .incident
+        .as_ref()
+        .and_then(|i| i.active_event())
+        .map(str::to_owned);
+    // An acknowledgement may be annotated on the policy or on its Deployment.
+    let ack = decide::acknowledgement(policy.annotations(), deployment.map(|d| d.annotations()));
     let guard = GuardVerdict::clear();
     let tick = Tick {
         assessment: &assessment,
         now,
         guard: &guard,
-        ack: ack.as_deref(),
+        ack,
         busy: health::busy_event(&name, events, active_event.as_deref()),
     };
     let finished =

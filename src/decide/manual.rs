@@ -60,6 +60,17 @@ pub fn manual_request(
     )
 }
 
+/// The acknowledgement annotated on the policy, or else on its Deployment.
+pub fn acknowledgement<'a>(
+    policy: &'a BTreeMap<String, String>,
+    target: Option<&'a BTreeMap<String, String>>,
+) -> Option<&'a str> {
+    policy
+        .get(keys::ACK)
+        .or_else(|| target.and_then(|t| t.get(keys::ACK)))
+        .map(String::as_str)
+}
+
 impl ManualRequest {
     pub fn kind(&self) -> EventType {
         match self {

@@ -47,7 +47,7 @@ pub use guard::{
     common_causes, verdict,
 };
 pub use lifecycle::{beyond_history, due_for_restore};
-pub use manual::{ManualDecision, ManualRequest, decide_manual, manual_request};
+pub use manual::{ManualDecision, ManualRequest, acknowledgement, decide_manual, manual_request};
 pub use settings::{PolicySettings, RungRule, SettingsError, from_policy};
 pub use state::{ActiveStep, Incident, PolicyState, Trigger};
 

@@ -60,6 +60,14 @@ impl Incident {
     pub fn active_strategy(&self) -> Option<StrategyKind> {
         self.active.as_ref().and(self.tried.last().copied())
     }
+
+    /// The RollbackEvent of the active step, once created.
+    pub fn active_event(&self) -> Option<&str> {
+        match &self.active {
+            Some(ActiveStep::Event(e)) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// The remediation in progress.

@@ -23,7 +23,7 @@ use crate::{
         Context, Error, POLICY_MANAGER, condition, evaluation, evaluation::Evaluation, evaluator,
         health, set_condition,
     },
-    decide::{self, ActiveStep, ClusterView, GuardSettings, PolicyState, Remediate, Tick},
+    decide::{self, ClusterView, GuardSettings, PolicyState, Remediate, Tick},
 };
 
 /// One engine step on a fresh evaluation: assess, decide, create the RollbackEvent it asks for,
@@ -91,21 +91,18 @@ pub(super) async fn run(
         &evaluation::key(policy),
         namespace_frozen,
     );
-    let active_event = state.incident.as_ref().and_then(|i| match &i.active {
-        Some(ActiveStep::Event(e)) => Some(e.clone()),
-        _ => None,
-    });
+    let active_event = state
+        .incident
+        .as_ref()
+        .and_then(|i| i.active_event())
+        .map(str::to_owned);
     // An acknowledgement may be annotated on the policy or on its Deployment.
-    let ack = policy
-        .annotations()
-        .get(annotations::ACK)
-        .or_else(|| target.and_then(|d| d.annotations().get(annotations::ACK)))
-        .cloned();
+    let ack = decide::acknowledgement(policy.annotations(), target.map(|d| d.annotations()));
     let tick = Tick {
         assessment: &assessment,
         now: evaluation.at,
         guard: &guard,
-        ack: ack.as_deref(),
+        ack,
         busy: health::busy_event(&name, &own_events, active_event.as_deref()),
     };
 
