@@ -55,6 +55,10 @@ pub mod conditions {
     pub const ROLLBACK_IN_PROGRESS: &str = "RollbackInProgress";
     /// `spec.suspend` is set.
     pub const SUSPENDED: &str = "Suspended";
+    /// kstatus: not Ready yet, and a retry may fix it (a missing target or reference).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: not Ready, and only a change of the spec can fix it.
+    pub const STALLED: &str = "Stalled";
 
     /// Ready reason for a rung whose objects are missing; the policy is still evaluated.
     pub const REFERENCE_MISSING: &str = "RungReferenceMissing";

@@ -76,7 +76,10 @@ pub fn explain(
     let name = policy.name_any();
     let status = policy.status.clone().unwrap_or_default();
     let mut out = vec![];
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::api::conditions::READY);
     match ready {
         Some(c) if c.status == "True" => out.push(format!("{name} is Ready: {}.", c.message)),
         Some(c) => out.push(format!(

@@ -97,7 +97,7 @@ fn row(policy: &RollbackPolicy, now: Timestamp) -> PolicyRow {
         ready: status
             .conditions
             .iter()
-            .find(|c| c.type_ == "Ready")
+            .find(|c| c.type_ == crate::api::conditions::READY)
             .map_or_else(|| "Unknown".into(), |c| c.status.clone()),
         health: status.health.as_ref().map(|h| h.status),
         score: status.health.as_ref().map(|h| h.score),

@@ -39,7 +39,10 @@ const STALLED_REASONS: &[&str] = &["InvalidSpec", "InvalidQuery", "DuplicateTarg
 /// `observedGeneration` on every condition, so `kubectl wait --for=condition=Ready`, Helm 4's
 /// `--wait=watcher` and Flux health checks read the policy's state. Call last, before writing.
 pub fn kstatus(conditions: &mut Vec<Condition>, generation: Option<i64>) {
-    let ready = conditions.iter().find(|c| c.type_ == "Ready").cloned();
+    let ready = conditions
+        .iter()
+        .find(|c| c.type_ == crate::api::conditions::READY)
+        .cloned();
     let (ready, reason, message) = match &ready {
         Some(c) => (c.status == "True", c.reason.clone(), c.message.clone()),
         None => (false, "Pending".into(), "not reconciled yet".into()),
@@ -54,7 +57,7 @@ pub fn kstatus(conditions: &mut Vec<Condition>, generation: Option<i64>) {
     set_condition(
         conditions,
         condition(
-            "Reconciling",
+            crate::api::conditions::RECONCILING,
             reconciling,
             reconciling_reason,
             reconciling_message,
@@ -67,7 +70,12 @@ pub fn kstatus(conditions: &mut Vec<Condition>, generation: Option<i64>) {
     };
     set_condition(
         conditions,
-        condition("Stalled", stalled, stalled_reason, stalled_message),
+        condition(
+            crate::api::conditions::STALLED,
+            stalled,
+            stalled_reason,
+            stalled_message,
+        ),
     );
     for c in conditions.iter_mut() {
         c.observed_generation = generation;
