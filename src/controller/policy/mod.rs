@@ -128,7 +128,37 @@ pub(super) fn controller(
         replica_sets.clone(),
     ));
     let (evaluated_tx, evaluated) = futures::channel::mpsc::unbounded();
-    let evaluations = evaluator.clone().run(evaluated_tx, shutdown.clone());
+    // No evaluation before every cache has listed its objects: after a restart, a decision on a
+    // half-synced cache could miss a remediation that is still running.
+    let synced = {
+        let caches = (
+            policy_store.clone(),
+            deployments.clone(),
+            replica_sets.clone(),
+            events.clone(),
+        );
+        async move {
+            let (p, d, r, e) = caches;
+            let _ = futures::join!(
+                p.wait_until_ready(),
+                d.wait_until_ready(),
+                r.wait_until_ready(),
+                e.wait_until_ready()
+            );
+            tracing::info!("caches synced: evaluating");
+        }
+    };
+    // The caches stop being fed once the controllers shut down: the wait ends with them.
+    let evaluations = {
+        let evaluator = evaluator.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = synced => evaluator.run(evaluated_tx, shutdown).await,
+                () = shutdown.clone() => {}
+            }
+        }
+    };
 
     let siblings = policy_store.clone();
     let pctx = Arc::new(PolicyContext {
@@ -208,6 +238,11 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
 /// status, housekeeping, then what to tell people.
 async fn apply(pctx: &PolicyContext, policy: &RollbackPolicy) -> Result<Action, Error> {
     let ctx = &pctx.shared;
+    // Manual requests and the engine read the events' cache: not before it has listed them.
+    // Checked, not awaited: a reconcile must never outwait a shutdown.
+    if !matches!(pctx.events.wait_until_ready().now_or_never(), Some(Ok(()))) {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let ns = policy.namespace().unwrap_or_default();
     let effective = config::effective(&policy.spec, &ctx.config);
     let target_ref = ObjectRef::<Deployment>::new(&policy.spec.target_ref.name).within(&ns);

@@ -107,14 +107,14 @@ pub(super) async fn run(
     };
 
     // The incident's step finished (or vanished): learn its outcome first.
-    let finished =
-        active_event
-            .as_ref()
-            .and_then(|event| match health::event_phase(&own_events, event) {
-                Some(EventPhase::Succeeded) => Some(true),
-                Some(EventPhase::Failed) | None => Some(false),
-                Some(_) => None,
-            });
+    let finished = match &active_event {
+        Some(event) => match active_phase(ctx, &ns, &own_events, event).await? {
+            Some(EventPhase::Succeeded) => Some(true),
+            Some(EventPhase::Failed) | None => Some(false),
+            Some(_) => None,
+        },
+        None => None,
+    };
     let decision = match finished {
         Some(succeeded) => decide::on_remediation_finished(&state, succeeded, &tick, &settings),
         None => decide::decide(&state, &tick, &settings),
@@ -163,6 +163,24 @@ pub(super) async fn run(
             .map(|a| (a.level, a.code, a.message.clone())),
     );
     Ok(notes)
+}
+
+/// The phase of the incident's active event. An event the cache does not hold (yet) is read
+/// from the API server: only an event that is really gone counts as failed (None).
+async fn active_phase(
+    ctx: &Context,
+    namespace: &str,
+    cached: &[std::sync::Arc<RollbackEvent>],
+    name: &str,
+) -> Result<Option<EventPhase>, Error> {
+    if let Some(phase) = health::event_phase(cached, name) {
+        return Ok(Some(phase));
+    }
+    let api: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(api
+        .get_opt(name)
+        .await?
+        .map(|e| e.status.map(|s| s.phase).unwrap_or_default()))
 }
 
 /// Creates the RollbackEvent for a decided remediation, named `<policy>-<strategy>-<at>`; an
