@@ -184,17 +184,8 @@ async fn one_of_two_replicas_leads_and_the_other_finishes_its_remediation() {
         to_action.as_secs_f64()
     );
 
-    let event = eventually("the remediation finished", TIMEOUT, || async {
-        let e = events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .next()?;
-        e.status.as_ref()?.phase.is_finished().then_some(e)
-    })
-    .await;
+    let event =
+        support::finished_event("the remediation finished", TIMEOUT, &events, |_| true).await;
     let status = event.status.unwrap();
     assert_eq!(status.phase, EventPhase::Succeeded, "{status:?}");
     assert_eq!(selector(), "blue");

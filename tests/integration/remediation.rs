@@ -224,16 +224,12 @@ async fn a_crash_after_applying_resumes_without_repeating() {
     );
 
     let _operator = Operator::start(&ns, &[]).await;
-    let event = eventually("the event completes after the restart", TIMEOUT, || async {
-        let e = events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .next()?;
-        e.status.as_ref()?.phase.is_finished().then_some(e)
-    })
+    let event = support::finished_event(
+        "the event completes after the restart",
+        TIMEOUT,
+        &events,
+        |_| true,
+    )
     .await;
     let status = event.status.unwrap();
     assert_eq!(status.phase, EventPhase::Succeeded, "{status:?}");
@@ -537,20 +533,11 @@ async fn trigger(client: &kube::Client, ns: &str, strategy: &str) -> RollbackEve
         &[&format!("rollback.frys.io/trigger={strategy}")],
     );
     let events: Api<RollbackEvent> = Api::namespaced(client.clone(), ns);
-    eventually(&format!("{strategy} finished"), TIMEOUT, || async {
-        let e = events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| {
-                e.spec
-                    .strategy
-                    .as_str()
-                    .eq_ignore_ascii_case(&strategy.replace('_', ""))
-            })?;
-        e.status.as_ref()?.phase.is_finished().then_some(e)
+    support::finished_event(&format!("{strategy} finished"), TIMEOUT, &events, |e| {
+        e.spec
+            .strategy
+            .as_str()
+            .eq_ignore_ascii_case(&strategy.replace('_', ""))
     })
     .await
 }

@@ -240,6 +240,26 @@ async fn established(api: &Api<CustomResourceDefinition>, name: &str) {
     .await;
 }
 
+/// Waits until the first RollbackEvent of `events` that `pick` selects has finished; returns it.
+pub async fn finished_event(
+    what: &str,
+    timeout: Duration,
+    events: &kube::Api<frys_rollback::api::RollbackEvent>,
+    pick: impl Fn(&frys_rollback::api::RollbackEvent) -> bool,
+) -> frys_rollback::api::RollbackEvent {
+    eventually(what, timeout, || async {
+        let e = events
+            .list(&kube::api::ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| pick(e))?;
+        e.status.as_ref()?.phase.is_finished().then_some(e)
+    })
+    .await
+}
+
 /// Polls `check` until it returns Some, or panics after `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
