@@ -121,6 +121,7 @@ pub fn event(name: &str) -> RollbackEvent {
             assessment: None,
             requested_by: None,
             escalated_from: None,
+            rollback_target: None,
         },
     );
     e.metadata.namespace = Some(NS.into());

@@ -66,6 +66,27 @@ pub struct RollbackEventSpec {
     /// The failed event this one escalates from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalated_from: Option<String>,
+    /// For a VersionRollback: the release judged bad and the revision to go back to, fixed
+    /// when the remediation was decided. A different release running by execution time (a
+    /// roll-forward) is not rolled back: the event is Skipped as superseded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_target: Option<RollbackTarget>,
+}
+
+/// What a version rollback was decided against.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackTarget {
+    /// Revision of the Deployment judged bad.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub from_revision: Option<String>,
+    /// Hash of the pod template judged bad (as in `rollback.frys.io/rolled-back-from`).
+    #[schemars(length(max = 64))]
+    pub from_template: String,
+    /// Revision to roll back to.
+    #[schemars(length(max = 32))]
+    pub to_revision: String,
 }
 
 /// Reference to a RollbackPolicy in the same namespace.
@@ -151,6 +172,11 @@ pub struct RollbackEventStatus {
     /// Explanation in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Why the last undo was refused (an object changed since the action). `autoRestore` does
+    /// not ask again; a person may annotate `rollback.frys.io/undo=force`. Cleared by an undo
+    /// that succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_refused: Option<String>,
 }
 
 /// One Kubernetes change made by a strategy.

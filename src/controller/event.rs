@@ -26,7 +26,7 @@ use crate::{
     },
     config,
     prometheus::PrometheusClient,
-    strategy::{self, ApplyError, Cluster, Remediation},
+    strategy::{self, ApplyError, Cluster, Objects, Remediation},
     verify::{VerifyDeps, VerifyInput},
 };
 
@@ -84,11 +84,12 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
     };
     let mut status = event.status.clone().unwrap_or_default();
     let phase = event.status.as_ref().map(|s| s.phase);
+    let mut writer = StatusWriter::new(&ctx, &events, &event);
     if let Some(value) = event.annotations().get(annotations::UNDO).cloned() {
-        return undo(&ctx, &event, &events, &mut status, &value).await;
+        return undo(&ctx, &event, &mut writer, &mut status, &value).await;
     }
     if breaker_open(&event) {
-        return half_open_when_due(&ctx, &event, &events, &mut status).await;
+        return half_open_when_due(&ctx, &event, &mut writer, &mut status).await;
     }
     if phase.is_some_and(EventPhase::is_finished) {
         return Ok(Action::await_change());
@@ -100,8 +101,7 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
         let message = format!("RollbackPolicy {policy_name} not found in namespace {ns}");
         tracing::warn!(%message, "event refused");
         finish(&mut status, EventPhase::Failed, message);
-        ctx.fence.check()?;
-        write_status(&events, &name, &status).await?;
+        writer.write(&status).await?;
         return Ok(Action::await_change());
     };
 
@@ -112,9 +112,10 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
         owners.push(owner);
         // The resourceVersion makes this a compare-and-swap: a concurrent change retries.
         let patch = json!({"metadata": {"ownerReferences": owners, "resourceVersion": event.resource_version()}});
-        events
+        let adopted = events
             .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
             .await?;
+        writer.seen(&adopted);
     }
 
     match phase {
@@ -132,24 +133,23 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
                 status.phase = EventPhase::Pending;
                 status.message = Some("accepted".into());
             }
-            ctx.fence.check()?;
-            write_status(&events, &name, &status).await?;
+            writer.write(&status).await?;
             Ok(Action::requeue(Duration::ZERO))
         }
         Some(EventPhase::Pending | EventPhase::Executing) => {
             // Suspend holds every event, emergencies too (DESIGN: they bypass all but suspend).
             if policy.spec.suspend {
                 status.message = Some("waiting: the policy is suspended".into());
-                ctx.fence.check()?;
-                write_status(&events, &name, &status).await?;
+                writer.write(&status).await?;
                 return Ok(Action::requeue(Duration::from_secs(10)));
             }
-            execute(&ctx, &event, &policy, &mut status).await?;
-            ctx.fence.check()?;
-            write_status(&events, &name, &status).await?;
+            execute(&ctx, &event, &policy, &mut writer, &mut status).await?;
+            writer.write(&status).await?;
             Ok(Action::requeue(Duration::ZERO))
         }
-        Some(EventPhase::Verifying) => verify(&ctx, &event, &policy, &events, &mut status).await,
+        Some(EventPhase::Verifying) => {
+            verify(&ctx, &event, &policy, &mut writer, &mut status).await
+        }
         Some(_) => Ok(Action::await_change()),
     }
 }
@@ -161,13 +161,13 @@ async fn execute(
     ctx: &Context,
     event: &RollbackEvent,
     policy: &RollbackPolicy,
+    writer: &mut StatusWriter,
     status: &mut RollbackEventStatus,
 ) -> Result<(), Error> {
     let ns = event.namespace().unwrap_or_default();
-    let name = event.name_any();
-    let events: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
     let strategy = event.spec.strategy;
-    let remediation = match Remediation::for_ladder(&policy.spec.strategies, strategy) {
+    let decided = event.spec.rollback_target.as_ref();
+    let mut remediation = match Remediation::for_ladder(&policy.spec.strategies, strategy) {
         Ok(r) => r,
         Err(message) => {
             finish(status, EventPhase::Failed, message);
@@ -194,23 +194,51 @@ async fn execute(
             duration::format(timeout)
         )
     };
-    let plan = match tokio::time::timeout_at(deadline, remediation.plan(&cluster, target)).await {
-        Ok(Ok(plan)) => plan,
-        Ok(Err(error)) => {
-            tracing::error!(%error, "cannot remediate");
-            finish(
-                status,
-                EventPhase::Failed,
-                format!("{strategy} refused: {error}"),
-            );
-            return Ok(());
+    if let Some(decided) = decided {
+        let deployment = cluster.get(strategy::Kind::Deployment, target).await;
+        if let Ok(deployment) = deployment {
+            if let Some(why) = strategy::superseded(decided, &deployment) {
+                tracing::warn!(%why, "rollback superseded by a newer release");
+                finish(status, EventPhase::Skipped, why);
+                return Ok(());
+            }
+            // Still the release judged bad: go to the decided revision. Otherwise the rollback
+            // is in place already (a resumed run), and the planner finds nothing to do.
+            let running = deployment
+                .pointer("/spec/template")
+                .cloned()
+                .unwrap_or_default();
+            if strategy::template_hash(&running) == decided.from_template {
+                remediation = remediation.pinned(decided);
+            }
         }
-        Err(_) => {
-            finish(status, EventPhase::Failed, timed_out());
-            return Ok(());
+    }
+    // A conflict (someone changed an object between our read and write: an HPA, a person, a
+    // GitOps sync) wrote nothing: observe again and re-plan, until rollbackTimeout. What was
+    // applied before the conflict stays recorded, as for a resumed run.
+    let mut resumed = resumed;
+    let mut backoff = Duration::from_millis(100);
+    let plan = loop {
+        let plan = match tokio::time::timeout_at(deadline, remediation.plan(&cluster, target)).await
+        {
+            Ok(Ok(plan)) => plan,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot remediate");
+                finish(
+                    status,
+                    EventPhase::Failed,
+                    format!("{strategy} refused: {error}"),
+                );
+                return Ok(());
+            }
+            Err(_) => {
+                finish(status, EventPhase::Failed, timed_out());
+                return Ok(());
+            }
+        };
+        if plan.is_noop() {
+            break plan;
         }
-    };
-    if !plan.is_noop() {
         if status.actions.is_empty() || !resumed {
             status.actions = plan.actions();
         }
@@ -223,12 +251,23 @@ async fn execute(
         let planned = plan.actions();
         let record =
             |performed| strategy::resume_actions(&recorded, &planned, performed, Timestamp::now());
-        ctx.fence.check()?;
-        write_status(&events, &name, status).await?;
+        writer.write(status).await?;
         match tokio::time::timeout_at(deadline, cluster.execute(&plan)).await {
             Ok(Ok(actions)) => {
                 failpoint("abort-after-apply");
                 status.actions = record(actions);
+                break plan;
+            }
+            Ok(Err(ApplyError { actions, error }))
+                if error.is_conflict() && tokio::time::Instant::now() + backoff < deadline =>
+            {
+                tracing::info!(%error, retry_in = ?backoff, "conflict: observing again");
+                status.actions = record(actions);
+                status.message = Some(format!("applying {strategy}: retrying after {error}"));
+                writer.write(status).await?;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                resumed = true;
             }
             Ok(Err(ApplyError { actions, error })) => {
                 tracing::error!(%error, "remediation failed");
@@ -245,7 +284,7 @@ async fn execute(
                 return Ok(());
             }
         }
-    }
+    };
     if plan.is_noop() && resumed {
         // Resumed after a crash between applying and recording: the changes are in place
         // (the plan finds nothing to do), so the recorded actions stand.
@@ -264,7 +303,7 @@ async fn verify(
     ctx: &Context,
     event: &RollbackEvent,
     policy: &RollbackPolicy,
-    events: &Api<RollbackEvent>,
+    writer: &mut StatusWriter,
     status: &mut RollbackEventStatus,
 ) -> Result<Action, Error> {
     let effective = config::effective(&policy.spec, &ctx.config);
@@ -315,8 +354,7 @@ async fn verify(
         },
         message,
     );
-    ctx.fence.check()?;
-    write_status(events, &event.name_any(), status).await?;
+    writer.write(status).await?;
     Ok(Action::await_change())
 }
 
@@ -391,7 +429,7 @@ async fn run_verification(
 async fn undo(
     ctx: &Context,
     event: &RollbackEvent,
-    events: &Api<RollbackEvent>,
+    writer: &mut StatusWriter,
     status: &mut RollbackEventStatus,
     value: &str,
 ) -> Result<Action, Error> {
@@ -410,11 +448,13 @@ async fn undo(
             match strategy::undo(&cluster, &status.actions, value == "force").await {
                 Ok(actions) => {
                     status.actions = actions;
+                    status.undo_refused = None;
                     tracing::warn!("undone");
                     format!("undone: {} action(s) restored", status.actions.len())
                 }
                 Err(ApplyError { actions, error }) => {
                     status.actions = actions;
+                    status.undo_refused = Some(error.to_string());
                     tracing::warn!(%error, "undo refused");
                     format!(
                         "undo refused: {error} (annotate rollback.frys.io/undo=force to overwrite)"
@@ -425,10 +465,10 @@ async fn undo(
         other => format!("undo: unknown value {other:?} (use true or force)"),
     };
     status.message = Some(message);
-    ctx.fence.check()?;
-    write_status(events, &name, status).await?;
+    writer.write(status).await?;
     let remove = json!({"metadata": {"annotations": {annotations::UNDO: null}}});
-    events
+    writer
+        .events
         .patch(&name, &PatchParams::default(), &Patch::Merge(remove))
         .await?;
     Ok(Action::await_change())
@@ -450,11 +490,10 @@ fn breaker_open(event: &RollbackEvent) -> bool {
 async fn half_open_when_due(
     ctx: &Context,
     event: &RollbackEvent,
-    events: &Api<RollbackEvent>,
+    writer: &mut StatusWriter,
     status: &mut RollbackEventStatus,
 ) -> Result<Action, Error> {
     let ns = event.namespace().unwrap_or_default();
-    let name = event.name_any();
     let policies: Api<RollbackPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let kind = event.spec.strategy;
     // The rung's openDuration, or the kind's default when the policy (or its rung) is gone.
@@ -493,8 +532,7 @@ async fn half_open_when_due(
         }
     };
     status.message = Some(message);
-    ctx.fence.check()?;
-    write_status(events, &name, status).await?;
+    writer.write(status).await?;
     Ok(Action::await_change())
 }
 
@@ -528,30 +566,62 @@ fn finish(status: &mut RollbackEventStatus, phase: EventPhase, message: String) 
     )));
 }
 
-/// Writes the whole status (this controller owns every field of it).
-async fn write_status(
-    events: &Api<RollbackEvent>,
-    name: &str,
-    status: &RollbackEventStatus,
-) -> Result<(), Error> {
-    let patch = json!({
-        "apiVersion": RollbackEvent::api_version(&()),
-        "kind": RollbackEvent::kind(&()),
-        "status": status,
-    });
-    events
-        .patch_status(
-            name,
-            &PatchParams::apply(EVENT_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
-    Ok(())
+/// Writes an event's status as compare-and-swap on the resourceVersion the phase machine read:
+/// a phase is only ever advanced from the state it was decided on, so two writers (a deposed
+/// leader, a stale cache) cannot both move it. The fence is checked before every write.
+struct StatusWriter {
+    events: Api<RollbackEvent>,
+    name: String,
+    resource_version: Option<String>,
+    fence: crate::leader::Fence,
+}
+
+impl StatusWriter {
+    fn new(ctx: &Context, events: &Api<RollbackEvent>, event: &RollbackEvent) -> Self {
+        Self {
+            events: events.clone(),
+            name: event.name_any(),
+            resource_version: event.resource_version(),
+            fence: ctx.fence.clone(),
+        }
+    }
+
+    /// The object after a change of our own: later writes compare against it.
+    fn seen(&mut self, event: &RollbackEvent) {
+        self.resource_version = event.resource_version();
+    }
+
+    /// The whole status (this controller owns every field of it), or a 409 when the event
+    /// changed since it was read: the reconcile then starts over from a fresh read.
+    async fn write(&mut self, status: &RollbackEventStatus) -> Result<(), Error> {
+        self.fence.check()?;
+        let patch = json!({
+            "apiVersion": RollbackEvent::api_version(&()),
+            "kind": RollbackEvent::kind(&()),
+            "metadata": {"resourceVersion": self.resource_version},
+            "status": status,
+        });
+        let written = self
+            .events
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(EVENT_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await?;
+        self.seen(&written);
+        Ok(())
+    }
 }
 
 fn error_policy(event: Arc<RollbackEvent>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(event = %event.name_any(), %error, "event reconcile failed");
     ctx.metrics.reconcile_failed(NAME, error.metric_label());
+    if error.is_conflict() {
+        // Someone changed the event since it was read: start over from a fresh read.
+        tracing::info!(event = %event.name_any(), "event changed while reconciling: re-reading");
+        return Action::requeue(Duration::from_millis(200));
+    }
+    tracing::warn!(event = %event.name_any(), %error, "event reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
 

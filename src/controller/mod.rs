@@ -77,6 +77,19 @@ impl Error {
             Error::NotLeader(_) => "NotLeader",
         }
     }
+
+    /// A 409: the object changed since it was read (a compare-and-swap lost).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(e)) => e.code == 409,
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_conflict(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// `Api` for a kind in one namespace, or in all when the operator is cluster-wide.

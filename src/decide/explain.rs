@@ -93,6 +93,10 @@ pub enum Reason {
     StepSucceeded {
         strategy: Option<StrategyKind>,
     },
+    /// The active step was decided against a release that is no longer running.
+    StepSuperseded {
+        strategy: Option<StrategyKind>,
+    },
     /// A remediation finished that was not this incident's active step.
     NoActiveStep,
     // Manual requests (see `decide_manual`).
@@ -144,6 +148,7 @@ impl Reason {
             Self::Remediate { dry_run: true, .. } => "DryRunRemediation",
             Self::Remediate { .. } => "Remediating",
             Self::StepSucceeded { .. } => "StepSucceeded",
+            Self::StepSuperseded { .. } => "StepSuperseded",
             Self::NoActiveStep => "NoActiveStep",
             Self::ManualRun {
                 kind: EventType::Emergency,
@@ -241,6 +246,11 @@ impl Reason {
             }
             Self::StepSucceeded { strategy } => format!(
                 "{} passed verification; the incident closes when the target is healthy",
+                or_none(strategy)
+            ),
+            Self::StepSuperseded { strategy } => format!(
+                "{} was not applied: the target runs another release than the one judged bad; \
+                 the incident closes and the new release is judged afresh",
                 or_none(strategy)
             ),
             Self::NoActiveStep => "no active step of an incident finished: nothing to do".into(),

@@ -33,6 +33,7 @@ mod explain;
 mod guard;
 mod lifecycle;
 mod manual;
+pub mod news;
 mod settings;
 mod state;
 
@@ -222,6 +223,28 @@ pub fn on_remediation_finished(
     }
     let reason = d.next_step(tick, settings);
     d.finish(reason, a, Some(failed))
+}
+
+/// Decides after the incident's active step was skipped as superseded: it was decided against
+/// a release that no longer runs (a roll-forward came first). The incident was about that
+/// release, so it closes without counting the step, and the streak starts over on the new one.
+pub fn on_remediation_superseded(state: &PolicyState, tick: &Tick<'_>) -> Decision {
+    let a = tick.assessment;
+    let mut d = Draft::new(state);
+    let Some(incident) = d.state.incident.take().filter(|i| i.active.is_some()) else {
+        d.state.incident = state.incident.clone();
+        return d.finish(Reason::NoActiveStep, a, None);
+    };
+    let reason = Reason::StepSuperseded {
+        strategy: incident.active_strategy(),
+    };
+    d.state.failure_streak = 0;
+    d.state.failing_since = None;
+    d.transitions.push(Transition::IncidentClosed {
+        attempts: incident.attempts,
+    });
+    d.alert(AlertLevel::Info, &reason, a);
+    d.finish(reason, a, None)
 }
 
 /// A decision being built.

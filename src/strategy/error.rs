@@ -105,6 +105,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Nothing was written because the object changed since it was read: re-planning from a
+    /// fresh read is safe.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+
     /// Short label for metrics and event reasons.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -43,8 +43,8 @@ use std::{future::Future, time::Duration};
 use serde_json::Value;
 
 use crate::api::{
-    Action, CircuitBreakerSpec, EmergencyShutdownSpec, EnvironmentSwitchSpec, RouteRef, Rung,
-    StrategyKind, TrafficShiftingSpec, VersionRollbackSpec,
+    Action, CircuitBreakerSpec, EmergencyShutdownSpec, EnvironmentSwitchSpec, RollbackTarget,
+    RouteRef, Rung, StrategyKind, TrafficShiftingSpec, VersionRollbackSpec,
 };
 
 pub use circuit_breaker::DEFAULT_OPEN_DURATION;
@@ -57,7 +57,7 @@ pub use record::Record;
 pub use resume::resume_actions;
 pub use undo_plan::plan_undo;
 pub use version_rollback::{
-    CHANGE_CAUSE, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, template_hash,
+    CHANGE_CAUSE, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, superseded, template_hash,
 };
 
 /// Reads of the objects a strategy plans from: the seam between the planners and the cluster
@@ -295,6 +295,34 @@ impl Remediation {
 
     pub fn kind(&self) -> StrategyKind {
         each!(self, s => s.kind())
+    }
+
+    /// What the remediation would change, fixed at decision time so a later release is not
+    /// what it acts on (a version rollback's bad release and target revision; None otherwise).
+    pub async fn decided_target(
+        &self,
+        objects: &impl Objects,
+        target: &str,
+    ) -> Result<Option<RollbackTarget>, Error> {
+        match self {
+            Self::VersionRollback(s) => {
+                let observed = s.observe(objects, target).await?;
+                version_rollback::decided_target(s, target, &observed)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The remediation held to what was decided: a version rollback goes to the decided
+    /// revision.
+    pub fn pinned(self, decided: &RollbackTarget) -> Self {
+        match self {
+            Self::VersionRollback(mut s) => {
+                s.to_revision = decided.to_revision.parse().ok().or(s.to_revision);
+                Self::VersionRollback(s)
+            }
+            other => other,
+        }
     }
 
     pub fn references(&self) -> Vec<Reference> {

@@ -34,7 +34,7 @@ use super::{
     Change, Error, Kind, Objects, Plan, Probes, Record, Reference, Request, Step, Strategy,
     Traffic, json,
 };
-use crate::api::{StrategyKind, VersionRollbackSpec};
+use crate::api::{RollbackTarget, StrategyKind, VersionRollbackSpec};
 
 /// Revision of a Deployment and of its ReplicaSets, set by the Deployment controller.
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -215,6 +215,58 @@ impl Strategy for VersionRollbackSpec {
         );
         Ok(Plan::new(self.kind(), vec![Step::Change(change)]))
     }
+}
+
+/// The rollback this rung would make now, to be fixed in the event at decision time; None
+/// when the rollback is already in effect.
+pub fn decided_target(
+    spec: &VersionRollbackSpec,
+    target: &str,
+    observed: &Observed,
+) -> Result<Option<RollbackTarget>, Error> {
+    let plan = spec.plan(target, observed)?;
+    let record = plan.actions().iter().find_map(|a| Record::of(a).ok());
+    Ok(match record {
+        Some(Record::PodTemplate {
+            revision,
+            template,
+            to_revision,
+            ..
+        }) => Some(RollbackTarget {
+            from_revision: revision,
+            from_template: template_hash(&template),
+            to_revision,
+        }),
+        _ => None,
+    })
+}
+
+/// Why a rollback decided against `decided` must not run on `deployment` now: it runs another
+/// release (a roll-forward since the decision). None when it still runs the release judged
+/// bad, or already the template this rollback restored (a resumed run).
+pub fn superseded(decided: &RollbackTarget, deployment: &Value) -> Option<String> {
+    let current = deployment
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let hash = template_hash(&current);
+    if hash == decided.from_template {
+        return None;
+    }
+    let restored_by_us = json::annotation(deployment, ROLLED_BACK_FROM)
+        == Some(decided.from_template.as_str())
+        && json::annotation(deployment, ROLLED_BACK_TO) == Some(hash.as_str());
+    if restored_by_us {
+        return None;
+    }
+    Some(format!(
+        "superseded: Deployment {} now runs revision {} (template {hash}), not the release judged bad \
+         (revision {}, template {}); a rollback decided against that release does not roll back this one",
+        json::name(deployment),
+        json::annotation(deployment, REVISION).unwrap_or("unknown"),
+        decided.from_revision.as_deref().unwrap_or("unknown"),
+        decided.from_template,
+    ))
 }
 
 /// Replaces the template (guarded by a `test` of the template read) and sets annotations.

@@ -43,6 +43,13 @@ pub struct PolicyLabels {
     pub policy: String,
 }
 
+fn policy_labels(policy: &crate::api::RollbackPolicy) -> PolicyLabels {
+    PolicyLabels {
+        policy_namespace: policy.metadata.namespace.clone().unwrap_or_default(),
+        policy: policy.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
 /// All metrics; cheap to clone (each metric is an Arc inside).
 #[derive(Clone)]
 pub struct Metrics {
@@ -57,6 +64,8 @@ pub struct Metrics {
     pub policies_by_health: Family<HealthLabels, Gauge>,
     pub failed_incidents: Gauge,
     pub last_evaluation: Family<PolicyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The `last_evaluation` series set, so those of policies that went can be removed.
+    evaluated_series: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PolicyLabels>>>,
 }
 
 impl Default for Metrics {
@@ -134,6 +143,7 @@ impl Default for Metrics {
             policies_by_health,
             failed_incidents,
             last_evaluation,
+            evaluated_series: Default::default(),
         }
     }
 }
@@ -176,7 +186,6 @@ impl Metrics {
         use crate::api::HealthStatus;
         self.policies.set(policies.len() as i64);
         self.policies_by_health.clear();
-        self.last_evaluation.clear();
         // Every status present (0 included), so a dashboard's stack does not lose a colour.
         for status in HealthStatus::ALL
             .iter()
@@ -201,18 +210,29 @@ impl Metrics {
             {
                 failed += 1;
             }
-            // A suspended policy is not evaluated on purpose: no lag to report.
-            let evaluated = health.and_then(|h| h.evaluated_at.as_ref());
-            if let Some(at) = evaluated.filter(|_| !policy.spec.suspend) {
-                let labels = PolicyLabels {
-                    policy_namespace: policy.metadata.namespace.clone().unwrap_or_default(),
-                    policy: policy.metadata.name.clone().unwrap_or_default(),
-                };
-                let seconds = at.0.as_millisecond() as f64 / 1000.0;
-                self.last_evaluation.get_or_create(&labels).set(seconds);
-            }
         }
         self.failed_incidents.set(failed);
+        // Freshness series of policies that went, or that are suspended (not evaluated on
+        // purpose: no lag to report).
+        let live: std::collections::HashSet<PolicyLabels> = policies
+            .iter()
+            .filter(|p| !p.spec.suspend)
+            .map(|p| policy_labels(p))
+            .collect();
+        let mut known = self.evaluated_series.lock().expect("lock");
+        for labels in known.difference(&live) {
+            self.last_evaluation.remove(labels);
+        }
+        known.retain(|l| live.contains(l));
+    }
+
+    /// A policy was evaluated at `at`: its freshness (status `evaluatedAt` is refreshed only
+    /// on news, see `decide::news`, so this gauge is the exact age).
+    pub fn evaluated(&self, policy: &crate::api::RollbackPolicy, at: jiff::Timestamp) {
+        let seconds = at.as_millisecond() as f64 / 1000.0;
+        let labels = policy_labels(policy);
+        self.last_evaluation.get_or_create(&labels).set(seconds);
+        self.evaluated_series.lock().expect("lock").insert(labels);
     }
 
     /// The text exposition of every metric.
@@ -284,6 +304,8 @@ mod tests {
                                "incident": {"class": "Release", "startedAt": "2026-01-01T00:00:00Z", "attempts": 1, "failed": true}}),
         );
         m.record_policies(&[web.clone(), policy("api", serde_json::json!({}))]);
+        // Freshness comes from the evaluations themselves (status is refreshed only on news).
+        m.evaluated(&web, "2026-01-01T00:00:01.5Z".parse().unwrap());
         let text = m.render();
         for line in [
             "frys_rollback_policies 2",

@@ -910,7 +910,9 @@ fn chart_dashboard_and_alert_rules_validate() {
         "status": {"health": {"status": "Healthy", "score": 100.0, "evaluatedAt": "2026-01-01T00:00:00Z"}},
     }))
     .unwrap();
-    metrics.record_policies(&[std::sync::Arc::new(evaluated)]);
+    let evaluated = std::sync::Arc::new(evaluated);
+    metrics.record_policies(std::slice::from_ref(&evaluated));
+    metrics.evaluated(&evaluated, "2026-01-01T00:00:00Z".parse().unwrap());
     let exported = metrics.render();
     for expr in &exprs {
         for name in expr

@@ -1,7 +1,13 @@
 //! The policy's end: a finalizer (kube's `finalizer` helper) lets `onDelete: Restore` undo the
 //! remediations still in effect before the policy goes away.
 
-use kube::{ResourceExt, runtime::controller::Action};
+use std::sync::Arc;
+
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::controller::Action,
+};
 
 use super::PolicyContext;
 use crate::{
@@ -12,6 +18,36 @@ use crate::{
 
 /// Finalizer that lets the operator apply `onDelete` before a policy goes away.
 pub const FINALIZER: &str = "rollback.frys.io/on-delete";
+
+/// Only `onDelete: Restore` has work to do before the policy goes.
+pub(super) fn needs_finalizer(policy: &RollbackPolicy) -> bool {
+    policy.spec.on_delete == OnDelete::Restore
+}
+
+/// Removes this operator's finalizer if the policy carries it (it was `Restore` before, or was
+/// created by an older version); returns the policy as it is now.
+pub(super) async fn drop_finalizer(
+    api: &Api<RollbackPolicy>,
+    policy: Arc<RollbackPolicy>,
+) -> Result<Arc<RollbackPolicy>, Error> {
+    let Some(index) = policy.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(policy);
+    };
+    // `test` first: the index is only right for the list this copy holds.
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER},
+        {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
+    ]))?;
+    let updated = api
+        .patch(
+            &policy.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await?;
+    tracing::info!("onDelete is Keep: finalizer removed");
+    Ok(Arc::new(updated))
+}
 
 /// The policy is being deleted: apply `onDelete`. Returning lets the finalizer go.
 pub(super) async fn cleanup(
@@ -24,7 +60,8 @@ pub(super) async fn cleanup(
     Ok(Action::await_change())
 }
 
-/// `onDelete: Restore`: undoes every remediation of the policy still in effect, newest first.
+/// `onDelete: Restore`: undoes the traffic and scale changes of the policy still in effect,
+/// newest first (never a version rollback's template change).
 /// A refused undo (the object changed since) is logged and left as it is: the person or tool
 /// that changed it owns it now.
 async fn restore_all(pctx: &PolicyContext, policy: &RollbackPolicy) {
@@ -49,7 +86,27 @@ async fn restore_all(pctx: &PolicyContext, policy: &RollbackPolicy) {
             continue;
         }
         let name = event.name_any();
-        match strategy::undo(&cluster, &status.actions, false).await {
+        // The template a version rollback replaced is the release judged bad: deleting the
+        // policy must not put it back. Traffic and scale changes are restored.
+        let restorable: Vec<_> = status
+            .actions
+            .iter()
+            .filter(|a| {
+                !matches!(
+                    strategy::Record::of(a),
+                    Ok(strategy::Record::PodTemplate { .. })
+                )
+            })
+            .cloned()
+            .collect();
+        if restorable
+            .iter()
+            .all(|a| a.undone || a.applied_at.is_none())
+        {
+            tracing::info!(event = %name, "kept on policy deletion: a rolled-back template is not re-deployed");
+            continue;
+        }
+        match strategy::undo(&cluster, &restorable, false).await {
             Ok(_) => {
                 tracing::warn!(event = %name, "restored on policy deletion (onDelete: Restore)")
             }

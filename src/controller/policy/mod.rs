@@ -15,7 +15,12 @@ mod manual;
 mod readiness;
 mod step;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -38,8 +43,9 @@ use super::{
 };
 use crate::{
     api::{AlertLevel, RollbackEvent, RollbackPolicy, RollbackPolicyStatus, conditions},
-    config,
+    config, decide,
 };
+use jiff::Timestamp;
 
 const NAME: &str = "policy";
 
@@ -51,9 +57,73 @@ struct PolicyContext {
     replica_sets: Store<ReplicaSet>,
     events: Store<RollbackEvent>,
     evaluator: Arc<Evaluator>,
+    /// Per policy, the resourceVersion and status hash of this operator's last status write:
+    /// a cached copy that shows neither is older than that write (or someone else wrote since).
+    written: Mutex<HashMap<String, (Option<String>, u64)>>,
+    /// When the policy-wide gauges and `written` were last swept (they cost O(policies)).
+    last_sweep: Mutex<Option<(Instant, usize)>>,
+    /// Automatic events created but perhaps not in the events cache yet, and the lock that
+    /// makes counting the remediation budget and creating an event one step: without it,
+    /// simultaneous incidents would all see the same room (see `step::run`).
+    decisions: tokio::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl PolicyContext {
+    /// The policy as the engine must see it: the cached copy, unless it lags this operator's
+    /// own last status write, then a fresh read (a step on an older status would count a
+    /// streak twice or open a second incident).
+    async fn fresh(&self, policy: Arc<RollbackPolicy>) -> Result<Arc<RollbackPolicy>, Error> {
+        let stale = {
+            let written = self.written.lock().expect("lock");
+            written
+                .get(&super::evaluation::key(&policy))
+                .is_some_and(|(version, hash)| {
+                    policy.metadata.resource_version != *version
+                        && status_hash(policy.status.as_ref()) != *hash
+                })
+        };
+        if !stale {
+            return Ok(policy);
+        }
+        let api: Api<RollbackPolicy> = Api::namespaced(
+            self.shared.client.clone(),
+            &policy.namespace().unwrap_or_default(),
+        );
+        tracing::debug!("cache lags the last status write: reading the policy");
+        Ok(Arc::new(api.get(&policy.name_any()).await?))
+    }
+
+    fn remember(&self, written: &RollbackPolicy) {
+        self.written.lock().expect("lock").insert(
+            super::evaluation::key(written),
+            (
+                written.metadata.resource_version.clone(),
+                status_hash(written.status.as_ref()),
+            ),
+        );
+    }
+
+    /// The policy-wide gauges, and `written` pruned of policies that went: O(policies), so at
+    /// most once a second, or when the number of policies changed.
+    fn sweep(&self) {
+        {
+            let mut last = self.last_sweep.lock().expect("lock");
+            let count = self.policies.len();
+            if last.is_some_and(|(t, n)| t.elapsed() < Duration::from_secs(1) && n == count) {
+                return;
+            }
+            *last = Some((Instant::now(), count));
+        }
+        let policies = self.policies.state();
+        self.shared.metrics.record_policies(&policies);
+        let live: std::collections::HashSet<String> =
+            policies.iter().map(|p| super::evaluation::key(p)).collect();
+        self.written
+            .lock()
+            .expect("lock")
+            .retain(|k, _| live.contains(k));
+    }
+
     /// The cached RollbackEvents of a namespace.
     fn events_in(&self, namespace: &str) -> Vec<Arc<RollbackEvent>> {
         self.events
@@ -168,6 +238,9 @@ pub(super) fn controller(
         replica_sets,
         events,
         evaluator,
+        written: Mutex::default(),
+        last_sweep: Mutex::default(),
+        decisions: Default::default(),
     });
     let reconciles = controller
         .reconcile_on(deployment_triggers)
@@ -221,12 +294,20 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
     let ns = policy
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
-    ctx.metrics.record_policies(&pctx.policies.state());
+    pctx.sweep();
     let api: Api<RollbackPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    // The finalizer lets `onDelete` run before the policy goes away.
+    // The finalizer lets `onDelete: Restore` run before the policy goes away; under `Keep`
+    // there is nothing to run, so a policy carries none (and loses one it had).
+    if !lifecycle::needs_finalizer(&policy) {
+        let policy = lifecycle::drop_finalizer(&api, policy).await?;
+        if policy.metadata.deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        return apply(&pctx, policy).await;
+    }
     finalizer(&api, lifecycle::FINALIZER, policy, |event| async {
         match event {
-            finalizer::Event::Apply(policy) => apply(&pctx, &policy).await,
+            finalizer::Event::Apply(policy) => apply(&pctx, policy).await,
             finalizer::Event::Cleanup(policy) => lifecycle::cleanup(&pctx, &policy).await,
         }
     })
@@ -236,13 +317,14 @@ async fn reconcile(policy: Arc<RollbackPolicy>, pctx: Arc<PolicyContext>) -> Res
 
 /// Reconciles a live policy: readiness, manual requests, the engine step on a fresh evaluation,
 /// status, housekeeping, then what to tell people.
-async fn apply(pctx: &PolicyContext, policy: &RollbackPolicy) -> Result<Action, Error> {
+async fn apply(pctx: &PolicyContext, policy: Arc<RollbackPolicy>) -> Result<Action, Error> {
     let ctx = &pctx.shared;
     // Manual requests and the engine read the events' cache: not before it has listed them.
     // Checked, not awaited: a reconcile must never outwait a shutdown.
     if !matches!(pctx.events.wait_until_ready().now_or_never(), Some(Ok(()))) {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    let policy = &*pctx.fresh(policy).await?;
     let ns = policy.namespace().unwrap_or_default();
     let effective = config::effective(&policy.spec, &ctx.config);
     let target_ref = ObjectRef::<Deployment>::new(&policy.spec.target_ref.name).within(&ns);
@@ -300,6 +382,7 @@ async fn apply(pctx: &PolicyContext, policy: &RollbackPolicy) -> Result<Action, 
         if let Some(evaluation) = pctx.evaluator.take(policy)
             && last_evaluated.is_none_or(|t| evaluation.at > t)
         {
+            ctx.metrics.evaluated(policy, evaluation.at);
             notes = step::run(
                 pctx,
                 policy,
@@ -313,7 +396,13 @@ async fn apply(pctx: &PolicyContext, policy: &RollbackPolicy) -> Result<Action, 
     }
 
     super::conditions::kstatus(&mut status.conditions, policy.metadata.generation);
-    write_status(ctx, policy, &status).await?;
+    let interval = effective
+        .interval
+        .and_then(|d| d.get().ok())
+        .unwrap_or(ctx.config.interval);
+    if decide::news::worth_writing(&old_status, &status, interval, Timestamp::now()) {
+        write_status(pctx, policy, &status).await?;
+    }
 
     housekeeping::prune_history(pctx, policy).await;
     if usable && !suspended {
@@ -336,39 +425,77 @@ async fn apply(pctx: &PolicyContext, policy: &RollbackPolicy) -> Result<Action, 
         alerts::publish(ctx, policy, level, reason, message).await;
     }
 
-    let interval = effective
-        .interval
-        .and_then(|d| d.get().ok())
-        .unwrap_or(ctx.config.interval);
     Ok(Action::requeue(interval.max(Duration::from_secs(1))))
 }
 
-/// Writes the policy's status by server-side apply under this controller's field manager.
+/// Writes the policy's status by server-side apply under this controller's field manager, as a
+/// compare-and-swap on the resourceVersion it was computed from: a forced apply from an older
+/// copy would remove the incident fields that copy lacks. A conflict caused by metadata or spec
+/// alone (an annotation removed, the finalizer added) leaves the computed status valid and is
+/// retried; one caused by another status write returns the 409, and the next reconcile
+/// recomputes from a fresh read.
 async fn write_status(
-    ctx: &Context,
-    policy: &RollbackPolicy,
+    pctx: &PolicyContext,
+    base: &RollbackPolicy,
     status: &RollbackPolicyStatus,
 ) -> Result<(), Error> {
-    let patch = json!({
-        "apiVersion": RollbackPolicy::api_version(&()),
-        "kind": RollbackPolicy::kind(&()),
-        "status": status,
-    });
-    let api: Api<RollbackPolicy> =
-        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
-    api.patch_status(
-        &policy.name_any(),
-        &PatchParams::apply(POLICY_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(())
+    let api: Api<RollbackPolicy> = Api::namespaced(
+        pctx.shared.client.clone(),
+        &base.namespace().unwrap_or_default(),
+    );
+    let name = base.name_any();
+    let mut version = base.metadata.resource_version.clone();
+    for _ in 0..3 {
+        let patch = json!({
+            "apiVersion": RollbackPolicy::api_version(&()),
+            "kind": RollbackPolicy::kind(&()),
+            "metadata": {"resourceVersion": version},
+            "status": status,
+        });
+        match api
+            .patch_status(
+                &name,
+                &PatchParams::apply(POLICY_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await
+        {
+            Ok(written) => {
+                pctx.remember(&written);
+                return Ok(());
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let fresh = api.get(&name).await?;
+                if fresh.status != base.status {
+                    tracing::info!("policy status changed since it was read: recomputing");
+                    return Err(Error::Kube(kube::Error::Api(e)));
+                }
+                version = fresh.metadata.resource_version;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Invalid(format!(
+        "policy {name} kept changing while its status was written"
+    )))
+}
+
+fn status_hash(status: Option<&RollbackPolicyStatus>) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&status)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 fn error_policy(policy: Arc<RollbackPolicy>, error: &Error, pctx: Arc<PolicyContext>) -> Action {
-    tracing::warn!(policy = %policy.name_any(), %error, "policy reconcile failed");
     pctx.shared
         .metrics
         .reconcile_failed(NAME, error.metric_label());
+    if error.is_conflict() {
+        tracing::info!(policy = %policy.name_any(), "policy changed while reconciling: re-reading");
+        return Action::requeue(Duration::from_millis(200));
+    }
+    tracing::warn!(policy = %policy.name_any(), %error, "policy reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }

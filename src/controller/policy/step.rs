@@ -24,6 +24,7 @@ use crate::{
         health, set_condition,
     },
     decide::{self, ClusterView, GuardSettings, PolicyState, Remediate, Tick},
+    strategy::{Cluster, Remediation},
 };
 
 /// One engine step on a fresh evaluation: assess, decide, create the RollbackEvent it asks for,
@@ -77,9 +78,28 @@ pub(super) async fn run(
         &pctx.evaluator.take_baselines(policy),
     );
 
+    // A step that may remediate counts the budget and creates its event under one lock, with
+    // the events this process created that the cache does not show yet: the budget holds for
+    // incidents that open at the same moment. A healthy step cannot act and takes no lock.
+    let may_act = state.failure_streak > 0
+        || state.incident.is_some()
+        || assessment.status != crate::api::HealthStatus::Healthy;
+    let mut in_flight = match may_act {
+        true => Some(pctx.decisions.lock().await),
+        false => None,
+    };
     let events = pctx.events.state();
     let own_events = pctx.events_in(&ns);
-    let (active_automatic, critical) = health::cluster_view(&pctx.policies.state(), &events);
+    let (mut active_automatic, critical) = health::cluster_view(&pctx.policies.state(), &events);
+    if let Some(created) = in_flight.as_mut() {
+        created.retain(|key, at| {
+            at.elapsed() < std::time::Duration::from_secs(300)
+                && !events.iter().any(|e| {
+                    format!("{}/{}", e.namespace().unwrap_or_default(), e.name_any()) == *key
+                })
+        });
+        active_automatic += created.len() as u32;
+    }
     let namespace_frozen = state.failure_streak > 0 && namespace_frozen(ctx, &ns).await;
     let guard = decide::verdict(
         &GuardSettings::from_config(&ctx.config),
@@ -107,17 +127,20 @@ pub(super) async fn run(
     };
 
     // The incident's step finished (or vanished): learn its outcome first.
-    let finished = match &active_event {
-        Some(event) => match active_phase(ctx, &ns, &own_events, event).await? {
-            Some(EventPhase::Succeeded) => Some(true),
-            Some(EventPhase::Failed) | None => Some(false),
-            Some(_) => None,
-        },
+    let phase = match &active_event {
+        Some(event) => Some(active_phase(ctx, &ns, &own_events, event).await?),
         None => None,
     };
-    let decision = match finished {
-        Some(succeeded) => decide::on_remediation_finished(&state, succeeded, &tick, &settings),
-        None => decide::decide(&state, &tick, &settings),
+    let decision = match phase {
+        Some(Some(EventPhase::Succeeded)) => {
+            decide::on_remediation_finished(&state, true, &tick, &settings)
+        }
+        // Gone counts as failed: only a person deletes an event before it finishes.
+        Some(Some(EventPhase::Failed) | None) => {
+            decide::on_remediation_finished(&state, false, &tick, &settings)
+        }
+        Some(Some(EventPhase::Skipped)) => decide::on_remediation_superseded(&state, &tick),
+        _ => decide::decide(&state, &tick, &settings),
     };
     state = decision.state.clone();
 
@@ -130,6 +153,9 @@ pub(super) async fn run(
             .map(|i| i.started_at)
             .unwrap_or(evaluation.at);
         let event = create_event(ctx, policy, action, Some(&assessment), status, at).await?;
+        if let Some(created) = in_flight.as_mut() {
+            created.insert(format!("{ns}/{event}"), std::time::Instant::now());
+        }
         state.attach_event(&event);
         status.last_rollback = Some(LastRollback {
             event,
@@ -207,6 +233,21 @@ pub(super) async fn create_event(
             .filter(|l| l.strategy == from)
             .map(|l| l.event.clone())
     });
+    // What a version rollback acts on is fixed now, not when it runs.
+    let rollback_target = match Remediation::for_ladder(&policy.spec.strategies, action.strategy) {
+        Ok(remediation) if !action.dry_run => {
+            let cluster = Cluster::new(ctx.client.clone(), &ns);
+            remediation
+                .decided_target(&cluster, &policy.spec.target_ref.name)
+                .await
+                .unwrap_or_else(|error| {
+                    // The event's execution reports it (the planner refuses the same way).
+                    tracing::info!(%error, "no rollback target at decision time");
+                    None
+                })
+        }
+        _ => None,
+    };
     let mut event = RollbackEvent::new(
         &name,
         RollbackEventSpec {
@@ -227,6 +268,7 @@ pub(super) async fn create_event(
                 _ => "annotation".into(),
             }),
             escalated_from,
+            rollback_target,
         },
     );
     event.metadata.namespace = Some(ns.clone());
