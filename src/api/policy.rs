@@ -53,6 +53,11 @@ use super::*;
         "rule": "!has(self.strategies) || (has(self.autoRollback) && !self.autoRollback) || self.strategies.all(r, r.type != 'EmergencyShutdown' || (has(r.minSeverity) && r.minSeverity == 'Unhealthy'))",
         "message": "an EmergencyShutdown rung in an automatic ladder needs minSeverity: Unhealthy (or set autoRollback: false)",
         "fieldPath": ".strategies"
+    },
+    {
+        "rule": "!has(self.prometheus) || !has(self.prometheus.timeout) || !has(self.interval) || duration(self.prometheus.timeout) < duration(self.interval)",
+        "message": "prometheus.timeout must be shorter than interval: a query still running when the next evaluation is due makes this policy skip evaluations",
+        "fieldPath": ".prometheus.timeout"
     }
 ]))]
 pub struct RollbackPolicySpec {
@@ -205,8 +210,10 @@ pub struct PrometheusSource {
     /// Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090.
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
     pub url: String,
-    /// Timeout of one query. Default 10s.
+    /// Timeout of one query, more than 0s and at most 2m (Prometheus' own default query
+    /// timeout), and shorter than `interval` when both are set. Default 10s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) > duration('0s') && duration(self) <= duration('2m')", "message": "must be more than 0s and at most 2m"}]))]
     pub timeout: Option<Duration>,
     /// Secret key holding a bearer token sent as `Authorization: Bearer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -55,7 +55,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the metrics server to {}", args.metrics_addr))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, namespace = args.namespace.as_deref().unwrap_or("*"), "frys-rollback starting");
-    let app = server::router(metrics.clone(), ready.clone());
+    let probes = server::Probes {
+        ready: ready.clone(),
+        liveness: server::Liveness::for_interval(args.config.interval),
+    };
+    let app = server::router(metrics.clone(), probes.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone());
 
     let leadership = leader::Leadership::start(client.clone(), &args.leader_election)?;
@@ -76,7 +80,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 args.config,
                 args.namespace,
                 metrics,
-                ready,
+                probes,
                 shutdown.clone(),
                 fence.clone(),
             )

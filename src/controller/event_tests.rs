@@ -80,6 +80,7 @@ async fn reconcile_for(
         http: reqwest::Client::new(),
         notifier: crate::notify::Notifier::default(),
         fence: crate::leader::Fence::unfenced(),
+        liveness: Default::default(),
     });
     let result = tokio::time::timeout(limit, reconcile(Arc::new(event), ctx))
         .await

@@ -42,6 +42,8 @@ pub struct Context {
     pub notifier: crate::notify::Notifier,
     /// Leadership: checked right before each remediation step and event phase write.
     pub fence: crate::leader::Fence,
+    /// Beaten by the evaluator each tick; `/healthz` fails when it stops.
+    pub liveness: crate::server::Liveness,
 }
 
 /// Errors of a reconciliation; each is retried by the controller's error policy.
@@ -122,14 +124,14 @@ pub fn shutdown_signal() -> Shutdown {
     .shared()
 }
 
-/// Runs both controllers until `shutdown` completes. `ready` is set once both have listed
+/// Runs both controllers until `shutdown` completes. `probes.ready` is set once both have listed
 /// their objects.
 pub async fn run(
     client: Client,
     config: OperatorConfig,
     namespace: Option<String>,
     metrics: Metrics,
-    ready: Arc<std::sync::atomic::AtomicBool>,
+    probes: crate::server::Probes,
     shutdown: Shutdown,
     fence: crate::leader::Fence,
 ) {
@@ -148,6 +150,7 @@ pub async fn run(
             .expect("an HTTP client builds"),
         notifier: crate::notify::Notifier::default(),
         fence,
+        liveness: probes.liveness.clone(),
     });
 
     let (events, event_store) = event::controller(ctx.clone(), shutdown.clone());
@@ -158,7 +161,9 @@ pub async fn run(
             event_store.wait_until_ready()
         );
         if a.is_ok() && b.is_ok() {
-            ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            probes
+                .ready
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             tracing::info!("caches synced, ready");
         }
     };

@@ -29,7 +29,7 @@ pub use client::{
     BasicCredentials, ClientCache, Credentials, DEFAULT_TIMEOUT, Endpoint, PrometheusClient,
 };
 pub use plan::{PolicyQueries, Reading, Readings, Signal, plan, read_policy, run};
-pub use secrets::{CredentialsError, resolve_credentials};
+pub use secrets::{CachedSecrets, CredentialsError, SecretLookup, resolve_credentials};
 pub use template::{
     InvalidMetric, TemplateError, Vars, pod_regex, validate_metric, validate_metrics,
 };

@@ -310,8 +310,12 @@ fn single_value<'a>(
     Ok(Some(first.value).filter(|v| !v.is_nan()))
 }
 
-/// Runs a plan: each query once against its endpoint's source (built by `source`), a few at a
-/// time, then distributes the results. `at` is the tick's evaluation time.
+/// Runs a plan: each query once against its endpoint's source (built by `source`), then
+/// distributes the results. `at` is the tick's evaluation time.
+///
+/// Endpoints run side by side, each with at most [`MAX_CONCURRENT_QUERIES`] queries in flight
+/// and its results taken as they come: a slow or unanswering endpoint holds only its own
+/// slots, never another endpoint's queries.
 pub async fn run<P, E, S>(
     plan: &Plan<P, E>,
     at: Option<jiff::Timestamp>,
@@ -319,15 +323,37 @@ pub async fn run<P, E, S>(
 ) -> Readings<P>
 where
     P: Clone + Ord,
+    E: Ord,
     S: MetricsSource,
 {
-    let results: Vec<_> = futures::stream::iter(plan.queries.iter().map(|q| {
-        let source = source(&q.endpoint);
-        async move { source?.query(&q.promql, at).await }
-    }))
-    .buffered(MAX_CONCURRENT_QUERIES)
-    .collect()
-    .await;
+    let mut by_endpoint: BTreeMap<&E, Vec<usize>> = BTreeMap::new();
+    for (i, q) in plan.queries.iter().enumerate() {
+        by_endpoint.entry(&q.endpoint).or_default().push(i);
+    }
+    let source = &source;
+    let per_endpoint = by_endpoint.into_values().map(|indices| {
+        futures::stream::iter(indices)
+            .map(move |i| {
+                let q = &plan.queries[i];
+                async move {
+                    let result = match source(&q.endpoint) {
+                        Ok(s) => s.query(&q.promql, at).await,
+                        Err(e) => Err(e),
+                    };
+                    (i, result)
+                }
+            })
+            .buffer_unordered(MAX_CONCURRENT_QUERIES)
+    });
+    let mut results: Vec<Option<Result<Vec<Sample>, QueryError>>> = vec![None; plan.queries.len()];
+    let mut done = futures::stream::iter(per_endpoint).flatten_unordered(None);
+    while let Some((i, result)) = done.next().await {
+        results[i] = Some(result);
+    }
+    let results: Vec<_> = results
+        .into_iter()
+        .map(|r| r.expect("every query answered"))
+        .collect();
     plan.distribute(&results)
 }
 
@@ -537,6 +563,99 @@ mod tests {
         assert_eq!(sent.lock().unwrap().len(), 1);
         assert_eq!(readings["shop/web"]["rps"], Ok(Some(3.0)));
         assert_eq!(readings["shop/api"]["rps"], Ok(Some(4.0)));
+    }
+
+    /// Answers at once, or never (a blackholed endpoint); records what reached it.
+    struct Gate<'a> {
+        answers: bool,
+        sent: &'a Mutex<Vec<String>>,
+    }
+
+    impl MetricsSource for Gate<'_> {
+        async fn query(
+            &self,
+            promql: &str,
+            _at: Option<jiff::Timestamp>,
+        ) -> Result<Vec<Sample>, QueryError> {
+            self.sent.lock().unwrap().push(promql.to_owned());
+            if !self.answers {
+                std::future::pending::<()>().await;
+            }
+            Ok(vec![Sample::new([], 1.0)])
+        }
+    }
+
+    /// More unanswered queries on one endpoint than the concurrency bound, planned first: the
+    /// other endpoint's queries are all sent anyway (in-order buffering held them back).
+    #[tokio::test]
+    async fn an_unanswering_endpoint_holds_only_its_own_queries() {
+        let per_target = |i: usize| {
+            (
+                "global",
+                format!(r#"sum(up{{job="{{{{ target }}}}", i="{i}"}}) or vector(0)"#),
+            )
+        };
+        let mut policies = vec![];
+        for (endpoint, count) in [("blackhole", MAX_CONCURRENT_QUERIES + 2), ("prom-b", 5)] {
+            for i in 0..count {
+                let mut p = policy(endpoint, &format!("app{i}"), &[per_target(i)]);
+                p.endpoint = endpoint;
+                policies.push(p);
+            }
+        }
+        let plan = plan(&policies);
+        assert_eq!(plan.queries().len(), MAX_CONCURRENT_QUERIES + 7);
+        assert_eq!(plan.queries()[0].endpoint, "blackhole", "planned first");
+        let (hung, answered) = (Mutex::new(vec![]), Mutex::new(vec![]));
+        let running = run(&plan, None, |e: &&str| {
+            Ok(Gate {
+                answers: *e != "blackhole",
+                sent: if *e == "blackhole" { &hung } else { &answered },
+            })
+        });
+        let finished = tokio::time::timeout(Duration::from_millis(300), running).await;
+        assert!(finished.is_err(), "the blackholed endpoint never answers");
+        assert_eq!(
+            answered.lock().unwrap().len(),
+            5,
+            "every query of prom-b was sent"
+        );
+        assert_eq!(
+            hung.lock().unwrap().len(),
+            MAX_CONCURRENT_QUERIES,
+            "an endpoint has at most {MAX_CONCURRENT_QUERIES} queries in flight"
+        );
+    }
+
+    /// Results come back in completion order and still land on their own policies.
+    #[tokio::test]
+    async fn results_out_of_order_reach_their_policies() {
+        struct Delayed;
+        impl MetricsSource for Delayed {
+            async fn query(
+                &self,
+                promql: &str,
+                _at: Option<jiff::Timestamp>,
+            ) -> Result<Vec<Sample>, QueryError> {
+                // The first planned query answers last.
+                let n: f64 = promql.split('"').nth(1).unwrap().parse().unwrap();
+                tokio::time::sleep(Duration::from_millis(50 - 10 * n as u64)).await;
+                Ok(vec![Sample::new([], n)])
+            }
+        }
+        let policies: Vec<_> = (0..4)
+            .map(|i| {
+                policy(
+                    "shop",
+                    &format!("app{i}"),
+                    &[("v", format!(r#"up{{i="{i}"}}"#))],
+                )
+            })
+            .collect();
+        let readings = run(&plan(&policies), None, |_| Ok(Delayed)).await;
+        for i in 0..4 {
+            assert_eq!(readings[&format!("shop/app{i}")]["v"], Ok(Some(i as f64)));
+        }
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! Reads a policy's Prometheus credentials from its Secrets. The one part of this module that
-//! talks to the Kubernetes API.
+//! talks to the Kubernetes API: through [`SecretLookup`], a GET ([`Api`]) or the evaluator's
+//! watched cache of opted-in Secrets ([`CachedSecrets`]), so a tick reads no Secret over the
+//! network.
 //!
 //! A policy may use a Secret only when the Secret opts in with the label
 //! [`POLICY_ACCESS_LABEL`]` = "true"`: whoever can create a policy could otherwise have the
 //! operator send any Secret of the namespace to a URL of their choice.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, future::Future, sync::Arc};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
+use kube::{
+    Api,
+    runtime::reflector::{ObjectRef, Store},
+};
 
 use super::client::{BasicCredentials, Credentials};
 use crate::api::{PrometheusSource, SecretKeyRef};
@@ -46,30 +51,68 @@ impl CredentialsError {
     }
 }
 
+/// The label selector of the Secrets the operator caches: only those that opt in.
+pub const POLICY_ACCESS_SELECTOR: &str = "rollback.frys.io/policy-access=true";
+
+/// Where a policy's Secrets are read from, in the policy's namespace.
+pub trait SecretLookup {
+    /// The Secret called `name`, None when there is none (or none visible to this lookup).
+    fn secret(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Arc<Secret>>, CredentialsError>> + Send;
+}
+
+/// A GET per Secret (verification and notifications: rare reads).
+impl SecretLookup for Api<Secret> {
+    async fn secret(&self, name: &str) -> Result<Option<Arc<Secret>>, CredentialsError> {
+        self.get_opt(name)
+            .await
+            .map(|s| s.map(Arc::new))
+            .map_err(|e| CredentialsError::Api {
+                secret: name.to_owned(),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// One namespace of a reflector cache watched with [`POLICY_ACCESS_SELECTOR`]: a Secret that
+/// does not opt in is never seen, so a miss means "missing or not labelled".
+pub struct CachedSecrets<'a> {
+    pub store: &'a Store<Secret>,
+    pub namespace: &'a str,
+}
+
+impl SecretLookup for CachedSecrets<'_> {
+    fn secret(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Arc<Secret>>, CredentialsError>> + Send {
+        let found = self.store.get(&ObjectRef::new(name).within(self.namespace));
+        std::future::ready(Ok(found))
+    }
+}
+
 /// Reads the bearer token, basic auth and CA bundle a [`PrometheusSource`] refers to, from Secrets
-/// in the `secrets` Api's namespace (the policy's).
+/// in the lookup's namespace (the policy's).
 pub async fn resolve_credentials(
-    secrets: &Api<Secret>,
+    secrets: &impl SecretLookup,
     source: &PrometheusSource,
 ) -> Result<Credentials, CredentialsError> {
-    let mut fetched: BTreeMap<String, Secret> = BTreeMap::new();
-    let mut read = async |r: &SecretKeyRef| -> Result<String, CredentialsError> {
-        if !fetched.contains_key(&r.name) {
-            let secret = secrets
-                .get_opt(&r.name)
-                .await
-                .map_err(|e| CredentialsError::Api {
-                    secret: r.name.clone(),
-                    message: e.to_string(),
-                })?
-                .ok_or_else(|| CredentialsError::SecretNotFound {
-                    secret: r.name.clone(),
+    let mut fetched: BTreeMap<String, Arc<Secret>> = BTreeMap::new();
+    let mut read =
+        async |r: &SecretKeyRef| -> Result<String, CredentialsError> {
+            if !fetched.contains_key(&r.name) {
+                let secret = secrets.secret(&r.name).await?.ok_or_else(|| {
+                    CredentialsError::SecretNotFound {
+                        secret: r.name.clone(),
+                    }
                 })?;
-            check_policy_access(&secret, &r.name)?;
-            fetched.insert(r.name.clone(), secret);
-        }
-        secret_value(&fetched[&r.name], r)
-    };
+                check_policy_access(&secret, &r.name)?;
+                fetched.insert(r.name.clone(), secret);
+            }
+            secret_value(&fetched[&r.name], r)
+        };
     let bearer_token = match &source.bearer_token_secret_ref {
         Some(r) => Some(trim_newline(read(r).await?)),
         None => None,
@@ -178,6 +221,38 @@ mod tests {
         assert!(check_policy_access(&s, "prom").is_err());
         s.metadata.labels = Some([(POLICY_ACCESS_LABEL.to_string(), "true".to_string())].into());
         assert_eq!(check_policy_access(&s, "prom"), Ok(()));
+    }
+
+    /// The watched cache answers the evaluator's reads; a Secret it lacks is "not found".
+    #[tokio::test]
+    async fn credentials_from_the_cache() {
+        use kube::runtime::{reflector, watcher::Event};
+        let (store, mut writer) = reflector::store::<Secret>();
+        let mut s = secret(&[("token", b"abc\n")]);
+        s.metadata.name = Some("prom".into());
+        s.metadata.namespace = Some("shop".into());
+        s.metadata.labels = Some([(POLICY_ACCESS_LABEL.to_string(), "true".to_string())].into());
+        writer.apply_watcher_event(&Event::Apply(s));
+        let source: PrometheusSource = serde_json::from_value(serde_json::json!({
+            "url": "http://p:9090", "bearerTokenSecretRef": {"name": "prom", "key": "token"}
+        }))
+        .unwrap();
+        let shop = CachedSecrets {
+            store: &store,
+            namespace: "shop",
+        };
+        let creds = resolve_credentials(&shop, &source).await.unwrap();
+        assert_eq!(creds.bearer_token.as_deref(), Some("abc"));
+        let elsewhere = CachedSecrets {
+            store: &store,
+            namespace: "pay",
+        };
+        let err = resolve_credentials(&elsewhere, &source).await.unwrap_err();
+        assert_eq!(
+            err.reason(),
+            "SecretNotFound",
+            "another namespace's Secret: {err}"
+        );
     }
 
     #[test]

@@ -202,6 +202,66 @@ async fn invalid_policies_are_refused_with_a_clear_message() {
     assert!(ok, "{err}");
 }
 
+/// `prometheus.timeout` stays below the interval (a query outliving its interval makes the
+/// policy skip evaluations) and within a sane absolute bound.
+#[tokio::test]
+async fn prometheus_timeout_stays_below_the_interval() {
+    let ns = setup("schema-timeout").await;
+    let with = |prometheus: &str, interval: &str| {
+        policy_with(
+            "  interval: 30s\n",
+            &format!(
+                "  prometheus: {{url: 'http://prometheus.example:9090'{prometheus}}}\n{interval}"
+            ),
+        )
+    };
+    let refused = [
+        (
+            "timeout equal to the interval",
+            with(", timeout: 30s", "  interval: 30s\n"),
+            "prometheus.timeout must be shorter than interval",
+        ),
+        (
+            "timeout beyond the interval",
+            with(", timeout: 1m", "  interval: 30s\n"),
+            "prometheus.timeout must be shorter than interval",
+        ),
+        (
+            "timeout beyond the absolute maximum",
+            with(", timeout: 3m", "  interval: 10m\n"),
+            "must be more than 0s and at most 2m",
+        ),
+        (
+            "zero timeout",
+            with(", timeout: 0s", "  interval: 30s\n"),
+            "must be more than 0s and at most 2m",
+        ),
+    ];
+    let mut failures = vec![];
+    for (what, yaml, expected) in &refused {
+        let (ok, out, err) = kubectl_apply(&ns, yaml);
+        if ok {
+            failures.push(format!("{what}: accepted ({out})"));
+        } else if !err.contains(expected) || !err.contains("spec.prometheus.timeout") {
+            failures.push(format!(
+                "{what}: message lacks {expected:?} on spec.prometheus.timeout: {err}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for (what, yaml) in [
+        (
+            "below the interval",
+            with(", timeout: 29s", "  interval: 30s\n"),
+        ),
+        ("no interval (the operator's)", with(", timeout: 2m", "")),
+        ("no timeout (the default)", with("", "  interval: 1s\n")),
+    ] {
+        let (ok, _, err) = kubectl_apply(&ns, &yaml);
+        assert!(ok, "{what}: refused: {err}");
+    }
+}
+
 #[tokio::test]
 async fn rollback_event_spec_is_immutable() {
     let ns = setup("schema-immutable").await;

@@ -11,6 +11,7 @@ mod chart;
 mod cli;
 mod failover;
 mod install;
+mod isolation;
 mod notify;
 mod operator;
 mod prometheus;

@@ -93,9 +93,10 @@ plane's request log by tests/integration/chart.rs.
   verbs: [list]
 # Prometheus credentials and webhook URLs a policy refers to; the operator uses only Secrets
 # labelled rollback.frys.io/policy-access=true (RBAC cannot select by label; see docs/security.md).
+# The evaluator watches them with that label selector (list, watch), so no other Secret is cached.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, list, watch]
 # Emergency shutdown pins the target's HPA (list, patch); undo reads it back and restores it.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]

@@ -26,6 +26,8 @@ pub async fn query_scalar(base: &str, promql: &str) -> Option<f64> {
 pub struct PrivatePrometheus {
     child: tokio::process::Child,
     pub url: String,
+    /// How it was started, for [`PrivatePrometheus::restart`].
+    command: (std::path::PathBuf, Vec<String>),
     _dir: tempfile::TempDir,
 }
 
@@ -56,41 +58,30 @@ impl PrivatePrometheus {
             .local_addr()
             .unwrap()
             .port();
-        let child = tokio::process::Command::new(bin)
-            .arg(format!(
+        let args = vec![
+            format!(
                 "--config.file={}",
                 dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting a private Prometheus");
+            ),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ];
+        let command = (bin.clone(), args);
+        let child = spawn(&command);
         let url = format!("http://127.0.0.1:{port}");
-        let ready = format!("{url}/-/ready");
-        super::eventually(
-            "private Prometheus ready",
-            Duration::from_secs(30),
-            || async {
-                reqwest::get(&ready)
-                    .await
-                    .ok()?
-                    .status()
-                    .is_success()
-                    .then_some(())
-            },
-        )
-        .await;
+        wait_ready(&url).await;
         PrivatePrometheus {
             child,
             url,
+            command,
             _dir: dir,
         }
+    }
+
+    /// Starts it again after [`PrivatePrometheus::stop`]: same address, same data.
+    pub async fn restart(&mut self) {
+        self.child = spawn(&self.command);
+        wait_ready(&self.url).await;
     }
 
     /// Stops it (as an outage would) and waits until it is gone.
@@ -100,6 +91,33 @@ impl PrivatePrometheus {
             .await
             .expect("stopping the private Prometheus");
     }
+}
+
+fn spawn((bin, args): &(std::path::PathBuf, Vec<String>)) -> tokio::process::Child {
+    tokio::process::Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting a private Prometheus")
+}
+
+async fn wait_ready(url: &str) {
+    let ready = format!("{url}/-/ready");
+    super::eventually(
+        "private Prometheus ready",
+        Duration::from_secs(30),
+        || async {
+            reqwest::get(&ready)
+                .await
+                .ok()?
+                .status()
+                .is_success()
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// A small reverse proxy in front of Prometheus that requires one of the `accepted`
