@@ -82,6 +82,10 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
     let Some(event) = events.get_opt(&name).await? else {
         return Ok(Action::await_change());
     };
+    // Nothing below may act on, or re-sign, a record the operator did not sign.
+    if let Err(why) = ctx.keys.check(&event) {
+        return super::digest::refuse(&ctx, &event, &events, &why).await;
+    }
     let mut status = event.status.clone().unwrap_or_default();
     let phase = event.status.as_ref().map(|s| s.phase);
     if let Some(value) = event.annotations().get(annotations::UNDO).cloned() {
@@ -145,6 +149,7 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
                 return Ok(Action::requeue(Duration::from_secs(10)));
             }
             execute(&ctx, &event, &policy, &mut status).await?;
+            ctx.keys.seal(&event, &mut status);
             ctx.fence.check()?;
             write_status(&events, &name, &status).await?;
             Ok(Action::requeue(Duration::ZERO))
@@ -223,6 +228,7 @@ async fn execute(
         let planned = plan.actions();
         let record =
             |performed| strategy::resume_actions(&recorded, &planned, performed, Timestamp::now());
+        ctx.keys.seal(event, status);
         ctx.fence.check()?;
         write_status(&events, &name, status).await?;
         match tokio::time::timeout_at(deadline, cluster.execute(&plan)).await {
@@ -381,6 +387,7 @@ async fn run_verification(
         metrics: source.as_ref(),
         http: &ctx.http,
         concurrency: ctx.config.verification_concurrency.max(1),
+        allow_probe_urls: &ctx.config.allow_probe_urls,
     };
     Ok(crate::verify::verify(&input, &deps).await)
 }
@@ -425,6 +432,7 @@ async fn undo(
         other => format!("undo: unknown value {other:?} (use true or force)"),
     };
     status.message = Some(message);
+    ctx.keys.seal(event, status);
     ctx.fence.check()?;
     write_status(events, &name, status).await?;
     let remove = json!({"metadata": {"annotations": {annotations::UNDO: null}}});
@@ -493,6 +501,7 @@ async fn half_open_when_due(
         }
     };
     status.message = Some(message);
+    ctx.keys.seal(event, status);
     ctx.fence.check()?;
     write_status(events, &name, status).await?;
     Ok(Action::await_change())

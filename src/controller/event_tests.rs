@@ -42,6 +42,19 @@ fn config() -> OperatorConfig {
     c
 }
 
+/// The key of these tests' operator.
+fn test_keys() -> crate::controller::digest::Keys {
+    crate::controller::digest::Keys::new(vec![7; 32], vec![])
+}
+
+/// `e` with its recorded actions signed by the tests' operator, as it would have written them.
+fn sealed(mut e: RollbackEvent) -> RollbackEvent {
+    let mut status = e.status.take().unwrap_or_default();
+    test_keys().seal(&e, &mut status);
+    e.status = Some(status);
+    e
+}
+
 /// [`reconcile_with`] under the tests' [`config`].
 async fn run(event: &RollbackEvent, calls: Vec<Call>) -> (Result<Action, Error>, Vec<Received>) {
     reconcile_with(event.clone(), config(), calls).await
@@ -80,6 +93,7 @@ async fn reconcile_for(
         http: reqwest::Client::new(),
         notifier: crate::notify::Notifier::default(),
         fence: crate::leader::Fence::unfenced(),
+        keys: test_keys(),
     });
     let result = tokio::time::timeout(limit, reconcile(Arc::new(event), ctx))
         .await
@@ -242,13 +256,13 @@ async fn a_pending_event_records_its_actions_applies_them_and_moves_to_verifying
 
 /// An event whose rollback was applied long ago (past any stabilization delay).
 fn verifying(p: &RollbackPolicy) -> RollbackEvent {
-    event("web-1")
-        .owned_by(p)
-        .with_status(crate::api::RollbackEventStatus {
+    sealed(event("web-1").owned_by(p).with_status(
+        crate::api::RollbackEventStatus {
             phase: EventPhase::Verifying,
             actions: vec![rollback_action(true)],
             ..Default::default()
-        })
+        },
+    ))
 }
 
 #[tokio::test]
@@ -522,14 +536,16 @@ async fn after_a_crash_between_apply_and_record_the_resumed_run_does_not_apply_a
 
 /// A succeeded rollback whose undo is asked for with `value`.
 fn undo_asked(p: &RollbackPolicy, value: &str) -> RollbackEvent {
-    event("web-1")
-        .owned_by(p)
-        .with_annotation(annotations::UNDO, value)
-        .with_status(crate::api::RollbackEventStatus {
-            phase: EventPhase::Succeeded,
-            actions: vec![rollback_action(true)],
-            ..Default::default()
-        })
+    sealed(
+        event("web-1")
+            .owned_by(p)
+            .with_annotation(annotations::UNDO, value)
+            .with_status(crate::api::RollbackEventStatus {
+                phase: EventPhase::Succeeded,
+                actions: vec![rollback_action(true)],
+                ..Default::default()
+            }),
+    )
 }
 
 /// The merge patch that removes the undo annotation once handled.
@@ -641,14 +657,16 @@ async fn an_open_circuit_breaker_half_opens_once_its_open_duration_has_passed() 
         ..rollback_action(true)
     };
     let p = policy("web");
-    let e = event("web-1")
-        .owned_by(&p)
-        .with_strategy(crate::api::StrategyKind::CircuitBreaker)
-        .with_status(crate::api::RollbackEventStatus {
-            phase: EventPhase::Succeeded,
-            actions: vec![action],
-            ..Default::default()
-        });
+    let e = sealed(
+        event("web-1")
+            .owned_by(&p)
+            .with_strategy(crate::api::StrategyKind::CircuitBreaker)
+            .with_status(crate::api::RollbackEventStatus {
+                phase: EventPhase::Succeeded,
+                actions: vec![action],
+                ..Default::default()
+            }),
+    );
     let route_path = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web";
     let expected = closed.clone();
     let (result, _) = run(

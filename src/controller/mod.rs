@@ -5,6 +5,7 @@
 //! manager per controller so the two never erase each other's fields.
 
 mod conditions;
+pub mod digest;
 mod evaluation;
 mod evaluator;
 mod event;
@@ -42,6 +43,8 @@ pub struct Context {
     pub notifier: crate::notify::Notifier,
     /// Leadership: checked right before each remediation step and event phase write.
     pub fence: crate::leader::Fence,
+    /// Signs and checks the events' recorded actions (undo applies only what it signed).
+    pub keys: digest::Keys,
 }
 
 /// Errors of a reconciliation; each is retried by the controller's error policy.
@@ -111,6 +114,8 @@ pub fn shutdown_signal() -> Shutdown {
 
 /// Runs both controllers until `shutdown` completes. `ready` is set once both have listed
 /// their objects.
+// Each argument is one independent piece the process sets up; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     config: OperatorConfig,
@@ -119,6 +124,7 @@ pub async fn run(
     ready: Arc<std::sync::atomic::AtomicBool>,
     shutdown: Shutdown,
     fence: crate::leader::Fence,
+    keys: digest::Keys,
 ) {
     let reporter = Reporter {
         controller: "frys-rollback".into(),
@@ -135,6 +141,7 @@ pub async fn run(
             .expect("an HTTP client builds"),
         notifier: crate::notify::Notifier::default(),
         fence,
+        keys,
     });
 
     let (events, event_store) = event::controller(ctx.clone(), shutdown.clone());

@@ -49,6 +49,13 @@ async fn restore_all(pctx: &PolicyContext, policy: &RollbackPolicy) {
             continue;
         }
         let name = event.name_any();
+        if let Err(why) = pctx.shared.keys.check(&event) {
+            let message = why.refusal("onDelete: Restore");
+            tracing::error!(event = %name, %message, "not restored on policy deletion");
+            crate::controller::digest::publish_refusal(&pctx.shared.recorder, &event, &message)
+                .await;
+            continue;
+        }
         match strategy::undo(&cluster, &status.actions, false).await {
             Ok(_) => {
                 tracing::warn!(event = %name, "restored on policy deletion (onDelete: Restore)")
