@@ -352,12 +352,19 @@ pub(super) async fn refuse(
     let name = event.name_any();
     let status = event.status.clone().unwrap_or_default();
     let asked_undo = event.annotations().contains_key(annotations::UNDO);
+    let half_opens = crate::strategy::restore_of(event.spec.strategy)
+        .half_open
+        .is_some()
+        && status.actions.iter().any(|a| !a.undone);
     let what = if asked_undo {
         "undo"
-    } else if status.phase.is_finished() {
+    } else if !status.phase.is_finished() {
+        "resuming this event"
+    } else if half_opens {
         "half-open"
     } else {
-        "resuming this event"
+        // Finished and nothing asked of it (a reconcile from a stale cache): nothing to refuse.
+        return Ok(Action::await_change());
     };
     let message = why.refusal(what);
     tracing::error!(event = %name, reason = %why, "recorded actions are not the operator's: refused");

@@ -21,4 +21,5 @@ mod support;
 mod tenant;
 mod tooling;
 mod triggers;
+mod trust_undo;
 mod verify;
