@@ -56,7 +56,11 @@ pub struct OperatorConfig {
 
     /// Secret holding the key that signs the events' recorded actions (created with a random
     /// key when missing). Undo applies only actions signed with it.
-    #[arg(long, env = "FRYS_UNDO_KEY_SECRET", default_value = "frys-rollback-undo-key")]
+    #[arg(
+        long,
+        env = "FRYS_UNDO_KEY_SECRET",
+        default_value = "frys-rollback-undo-key"
+    )]
     pub undo_key_secret: String,
 
     /// Namespace of that Secret. Default: the operator's own (POD_NAMESPACE, else the service

@@ -64,10 +64,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .undo_key_namespace
         .clone()
         .unwrap_or_else(|| args.leader_election.lease_namespace());
-    let keys =
-        controller::digest::load_or_create(client.clone(), &key_namespace, &args.config.undo_key_secret)
-            .await
-            .context("loading the key that signs RollbackEvent actions")?;
+    let keys = controller::digest::load_or_create(
+        client.clone(),
+        &key_namespace,
+        &args.config.undo_key_secret,
+    )
+    .await
+    .context("loading the key that signs RollbackEvent actions")?;
     tracing::info!(secret = %format!("{key_namespace}/{}", args.config.undo_key_secret), key = %keys.current_id(), "undo key loaded");
 
     let leadership = leader::Leadership::start(client.clone(), &args.leader_election)?;

@@ -501,7 +501,10 @@ mod tests {
         let actions = vec![action(3)];
         let digest = old.sign(id("e", "u"), &actions);
         let rotated = Keys::new(vec![9; 32], vec![vec![1; 32]]);
-        assert_eq!(rotated.verify(id("e", "u"), &actions, Some(&digest)), Ok(()));
+        assert_eq!(
+            rotated.verify(id("e", "u"), &actions, Some(&digest)),
+            Ok(())
+        );
         let resigned = rotated.sign(id("e", "u"), &actions);
         assert!(resigned.contains(&rotated.current_id()), "{resigned}");
         assert!(matches!(
@@ -527,7 +530,8 @@ mod tests {
         assert_eq!(k.current, vec![1, 1, 1]);
         assert_eq!(k.previous, vec![vec![2, 2, 2]]);
         let empty: Secret =
-            serde_json::from_value(json!({"metadata": {"name": "k"}, "data": {"key": ""}})).unwrap();
+            serde_json::from_value(json!({"metadata": {"name": "k"}, "data": {"key": ""}}))
+                .unwrap();
         assert!(Keys::from_secret(&empty).is_none());
         assert!(!format!("{k:?}").contains("[1, 1, 1]"), "{k:?}");
     }

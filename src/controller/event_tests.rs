@@ -256,13 +256,15 @@ async fn a_pending_event_records_its_actions_applies_them_and_moves_to_verifying
 
 /// An event whose rollback was applied long ago (past any stabilization delay).
 fn verifying(p: &RollbackPolicy) -> RollbackEvent {
-    sealed(event("web-1").owned_by(p).with_status(
-        crate::api::RollbackEventStatus {
-            phase: EventPhase::Verifying,
-            actions: vec![rollback_action(true)],
-            ..Default::default()
-        },
-    ))
+    sealed(
+        event("web-1")
+            .owned_by(p)
+            .with_status(crate::api::RollbackEventStatus {
+                phase: EventPhase::Verifying,
+                actions: vec![rollback_action(true)],
+                ..Default::default()
+            }),
+    )
 }
 
 #[tokio::test]

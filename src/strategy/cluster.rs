@@ -328,6 +328,20 @@ fn write_error(e: kube::Error, change: &Change) -> Error {
     }
 }
 
+/// Test-only crash point between two steps of a plan: `FRYS_FAILPOINT=abort-after-change-<n>`
+/// aborts the process once `n` changes are applied (as `abort-after-apply` in the event
+/// controller does after all of them). Only with the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+fn failpoint_after_change(n: usize) {
+    if std::env::var("FRYS_FAILPOINT").is_ok_and(|v| v == format!("abort-after-change-{n}")) {
+        tracing::error!(failpoint = %format!("abort-after-change-{n}"), "failpoint reached: aborting (test only)");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint_after_change(_n: usize) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,17 +391,3 @@ mod tests {
         assert!(matches!(err, Error::NotFound { .. }), "{err}");
     }
 }
-
-/// Test-only crash point between two steps of a plan: `FRYS_FAILPOINT=abort-after-change-<n>`
-/// aborts the process once `n` changes are applied (as `abort-after-apply` in the event
-/// controller does after all of them). Only with the `failpoints` feature.
-#[cfg(feature = "failpoints")]
-fn failpoint_after_change(n: usize) {
-    if std::env::var("FRYS_FAILPOINT").is_ok_and(|v| v == format!("abort-after-change-{n}")) {
-        tracing::error!(failpoint = %format!("abort-after-change-{n}"), "failpoint reached: aborting (test only)");
-        std::process::abort();
-    }
-}
-
-#[cfg(not(feature = "failpoints"))]
-fn failpoint_after_change(_n: usize) {}

@@ -368,9 +368,14 @@ pub async fn performance<S: MetricsSource + Sync>(ctx: &Ctx<'_, S>) -> CheckResu
     if input.remediation.probes().stopped {
         return skip("the workload is shut down on purpose: its signals have nothing to judge");
     }
-    if input.remediation.probes().rollout == Rollout::None {
+    // Traffic moved off the target (a route rung, or a switch to the standby): its own signals
+    // going quiet is expected, and judging them would make Inconclusive the verdict.
+    if matches!(
+        input.remediation.probes().rollout,
+        Rollout::None | Rollout::Other(_)
+    ) {
         return skip(
-            "the rung moved traffic away from the target: its own signals going quiet is expected and is not judged (health and traffic checks read the backend that serves now)",
+            "the rung moved traffic away from the target: its own signals are not judged (availability, health and traffic checks read what serves now)",
         );
     }
     let Some(metrics) = ctx.deps.metrics else {

@@ -9,8 +9,8 @@
 //! 3. Performance: the policy's signals over the time since the remediation completed only,
 //!    passing on `consecutivePasses` evaluations in a row, each with no signal Critical and at
 //!    least one with data: Inconclusive is no pass, it is re-evaluated until the timeout and
-//!    then fails with that reason. After a route rung (traffic moved off the target) the
-//!    target's own signals are not judged: the check is skipped.
+//!    then fails with that reason. After a traffic rung (a route rung, or a switch to the
+//!    standby) the target's own signals are not judged: the check is skipped.
 //! 4. Dependencies and 5. data consistency: the policy's user checks (PromQL or HTTP).
 //! 6. Traffic distribution: the Service selector or route weights read back as intended.
 //!

@@ -225,7 +225,12 @@ mod tests {
         let err = ask(&candidate("kubernetes.default", None), None, &[]).unwrap_err();
         assert!(err.contains("not an IP address"), "{err}");
         let hn = pod("10.0.0.7", true);
-        let err = ask(&candidate("10.0.0.7", Some((None, "web-1"))), Some(&hn), &[]).unwrap_err();
+        let err = ask(
+            &candidate("10.0.0.7", Some((None, "web-1"))),
+            Some(&hn),
+            &[],
+        )
+        .unwrap_err();
         assert!(err.contains("host network"), "{err}");
     }
 
@@ -239,13 +244,25 @@ mod tests {
         // A prefix is a URL prefix, not a text prefix.
         assert!(ask(&external, None, &["http://192.0.2.1"]).is_err());
         assert!(ask(&external, None, &["http://web.shop.svc:8080/other"]).is_err());
-        for refused in ["169.254.169.254", "fe80::1", "100.100.100.200", "fd00:ec2::254"] {
+        for refused in [
+            "169.254.169.254",
+            "fe80::1",
+            "100.100.100.200",
+            "fd00:ec2::254",
+        ] {
             let err = ask(&candidate(refused, None), None, &["*"]).unwrap_err();
             assert!(err.contains("link-local or metadata"), "{refused}: {err}");
         }
         // Even at a pod's own address.
         let p = pod("169.254.1.1", false);
-        assert!(ask(&candidate("169.254.1.1", Some((None, "web-1"))), Some(&p), &[]).is_err());
+        assert!(
+            ask(
+                &candidate("169.254.1.1", Some((None, "web-1"))),
+                Some(&p),
+                &[]
+            )
+            .is_err()
+        );
     }
 
     #[test]

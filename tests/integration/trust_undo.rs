@@ -129,7 +129,14 @@ spec:
     assert!(ok, "{err}");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     eventually("web available", TIMEOUT, || async {
-        (deployments.get("web").await.ok()?.status?.available_replicas == Some(2)).then_some(())
+        (deployments
+            .get("web")
+            .await
+            .ok()?
+            .status?
+            .available_replicas
+            == Some(2))
+        .then_some(())
     })
     .await;
     Some((client, ns))
@@ -229,16 +236,23 @@ async fn an_undo_over_forged_actions_is_refused_and_applies_nothing() {
     forge(
         &ns,
         "stop",
-        &format!(r#"[{{"op":"replace","path":"/status/actions/{scale}/previous/replicas","value":9}}]"#),
+        &format!(
+            r#"[{{"op":"replace","path":"/status/actions/{scale}/previous/replicas","value":9}}]"#
+        ),
     );
     let message = undo_answered(&events, &ns, "stop", "true").await;
     assert!(message.starts_with("undo refused:"), "{message}");
     assert!(
-        message.contains("does not match its actionsDigest") && message.contains("nothing was applied"),
+        message.contains("does not match its actionsDigest")
+            && message.contains("nothing was applied"),
         "{message}"
     );
     // 2. The digest removed, as for an event recorded before digests existed; force too.
-    forge(&ns, "stop", r#"[{"op":"remove","path":"/status/actionsDigest"}]"#);
+    forge(
+        &ns,
+        "stop",
+        r#"[{"op":"remove","path":"/status/actionsDigest"}]"#,
+    );
     let message = undo_answered(&events, &ns, "stop", "force").await;
     assert!(message.contains("carries no actionsDigest"), "{message}");
 
@@ -288,7 +302,10 @@ async fn an_emergency_killed_between_its_steps_is_undone_exactly() {
     let (ok, _, err) = kubectl_apply(&ns, &emergency_event("stop"));
     assert!(ok, "{err}");
     let exit = doomed.exited(TIMEOUT).await;
-    assert!(!exit.success(), "the operator should have died at the failpoint");
+    assert!(
+        !exit.success(),
+        "the operator should have died at the failpoint"
+    );
 
     // Killed between the steps: the route is cut, the HPA and the scale are not changed yet.
     let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
@@ -296,15 +313,19 @@ async fn an_emergency_killed_between_its_steps_is_undone_exactly() {
     assert_eq!(stuck.phase, EventPhase::Executing, "{stuck:?}");
     let mid = snapshot(&client, &ns).await;
     assert_ne!(mid[0], before[0], "the route was not cut before the crash");
-    assert_eq!(mid[1..], before[1..], "more than the route changed before the crash");
+    assert_eq!(
+        mid[1..],
+        before[1..],
+        "more than the route changed before the crash"
+    );
 
     let _operator = Operator::start(&ns, &[]).await;
     let done = support::finished_event("the resumed emergency finished", TIMEOUT, &events, |e| {
         e.name_any() == "stop"
     })
     .await
-        .status
-        .unwrap();
+    .status
+    .unwrap();
     let kinds: Vec<&str> = done.actions.iter().map(|a| a.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -403,7 +424,10 @@ async fn a_health_probe_that_fails_then_recovers_passes() {
         .unwrap();
     assert_eq!(health.status, CheckStatus::Passed, "{health:?}");
     let rounds: u32 = health.details["rounds"].parse().unwrap();
-    assert!(rounds >= 2, "it passed at once: the fault did not hold {health:?}");
+    assert!(
+        rounds >= 2,
+        "it passed at once: the fault did not hold {health:?}"
+    );
     // Told by status, content type and size only.
     assert!(
         health
@@ -498,7 +522,8 @@ endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}, targetRef: {{
     assert_eq!(status, CheckStatus::Failed, "{d:?}");
     let text = &d["endpoint 127.0.0.1"];
     assert!(
-        text.starts_with("refused: 127.0.0.1 is not the address of a Pod") && text.contains("--allow-probe-url"),
+        text.starts_with("refused: 127.0.0.1 is not the address of a Pod")
+            && text.contains("--allow-probe-url"),
         "{text}"
     );
     let (status, d) = status_of(&report, "forged-pod");
@@ -508,7 +533,11 @@ endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}, targetRef: {{
         "{d:?}"
     );
     assert_eq!(status_of(&report, "own-pods").0, CheckStatus::Passed);
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "the refused address was contacted");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the refused address was contacted"
+    );
 
     // Allowed by address, then by Service name: probed, and only status, type and size told.
     for allow in [
@@ -519,10 +548,16 @@ endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}, targetRef: {{
         let report = run_verify(&client, &ns, &spec, std::slice::from_ref(&allow)).await;
         let (status, d) = status_of(&report, "outside");
         assert_eq!(status, CheckStatus::Passed, "{allow}: {d:?}");
-        assert!(hits.load(Ordering::SeqCst) > before, "{allow}: not contacted");
+        assert!(
+            hits.load(Ordering::SeqCst) > before,
+            "{allow}: not contacted"
+        );
         let text = &d["endpoint 127.0.0.1"];
         assert!(text.contains("(text/plain, 22 bytes)"), "{text}");
         let all = serde_json::to_string(&report).unwrap();
-        assert!(!all.contains("secret internal answer"), "a body reached the report");
+        assert!(
+            !all.contains("secret internal answer"),
+            "a body reached the report"
+        );
     }
 }
