@@ -424,12 +424,13 @@ pub async fn performance<S: MetricsSource + Sync>(ctx: &Ctx<'_, S>) -> CheckResu
             .iter()
             .filter(|v| v.severity == MetricSeverity::Critical)
             .collect();
-        // Inconclusive is no pass: an evaluation passes when no signal is critical and at
-        // least one had data. One where none had data breaks the row, as a failing one does.
+        // One where no signal had data breaks the row, as a failing one does.
         let conclusive = verdicts
             .iter()
             .any(|v| v.severity != MetricSeverity::Inconclusive);
-        streak.record(critical.is_empty() && conclusive);
+        streak.record(rules::evaluation_passes(
+            verdicts.iter().map(|v| v.severity),
+        ));
         let mut d = details([
             ("window", template::promql_duration(vars.window)),
             ("passes", format!("{} of {needed} in a row", streak.passes)),
