@@ -808,3 +808,92 @@ async fn a_switch_resumed_after_a_crash_while_waiting_for_the_standby_keeps_the_
     .await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::ZERO));
 }
+
+/// The Warning Event the recorder posts about an untrusted record.
+fn refusal_event(check: impl FnOnce(&Value) + Send + 'static) -> Call {
+    let posted = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "web-1.refused", "namespace": "shop"},
+        "eventTime": "2026-12-01T00:00:00.000000Z",
+        "reportingController": "frys-rollback-test", "reportingInstance": "test",
+        "action": "Undo", "reason": "UntrustedActions", "type": "Warning",
+    });
+    Call::new(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/shop/events",
+        Reply::Json(posted),
+    )
+    .expect(check)
+}
+
+/// A status merge patch of the refusal: message (and phase), never the actions or their digest.
+fn refusal_status(e: &RollbackEvent, check: impl FnOnce(&Value) + Send + 'static) -> Call {
+    Call::patch(status_path(), Reply::Json(json(e))).expect(move |body| {
+        let status = &body["status"];
+        assert!(status.get("actions").is_none(), "{body}");
+        assert!(status.get("actionsDigest").is_none(), "{body}");
+        assert!(body["metadata"]["resourceVersion"].is_string(), "{body}");
+        check(status);
+    })
+}
+
+#[tokio::test]
+async fn an_undo_over_a_forged_record_is_refused_without_reading_the_target() {
+    let p = policy("web");
+    let mut e = undo_asked(&p, "force");
+    // Someone rewrote the recorded template after the operator signed it.
+    e.status.as_mut().unwrap().actions[0].previous = Some(
+        json!({"type": "PodTemplate", "template": {}, "annotations": {}, "toRevision": "1", "applied": {}}),
+    );
+    let (result, _) = run(
+        &e,
+        vec![
+            get_event(&e),
+            refusal_status(&e, |status| {
+                let message = status["message"].as_str().unwrap();
+                assert!(message.starts_with("undo refused:"), "{message}");
+                assert!(
+                    message.contains("does not match its actionsDigest"),
+                    "{message}"
+                );
+                assert!(
+                    status.get("phase").is_none(),
+                    "a finished phase stays: {status}"
+                );
+            }),
+            refusal_event(|event| assert_eq!(event["reason"], "UntrustedActions", "{event}")),
+            remove_undo_annotation(&e),
+        ],
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_resumed_event_without_a_digest_is_failed_and_nothing_is_planned() {
+    let (_, e) = pending();
+    // Executing with actions but no digest: recorded before digests, or the digest removed.
+    let e = e.with_status(crate::api::RollbackEventStatus {
+        phase: EventPhase::Executing,
+        actions: vec![rollback_action(false)],
+        ..Default::default()
+    });
+    let (result, _) = run(
+        &e,
+        vec![
+            get_event(&e),
+            refusal_status(&e, |status| {
+                assert_eq!(status["phase"], "Failed", "{status}");
+                let message = status["message"].as_str().unwrap();
+                assert!(
+                    message.starts_with("resuming this event refused:"),
+                    "{message}"
+                );
+                assert!(message.contains("carries no actionsDigest"), "{message}");
+            }),
+            refusal_event(|_| {}),
+        ],
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
