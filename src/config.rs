@@ -42,6 +42,32 @@ pub struct OperatorConfig {
     )]
     pub allow_prometheus_urls: Vec<String>,
 
+    /// URL prefix a verification probe may reach although the address is not a pod of the
+    /// policy's namespace behind the probed Service (repeatable, or comma-separated in the
+    /// variable); `*` allows any address. Matched against `http://<address>:<port><path>` and
+    /// `http://<service>.<namespace>.svc:<port><path>`. Link-local and metadata addresses stay
+    /// refused whatever this says.
+    #[arg(
+        long = "allow-probe-url",
+        env = "FRYS_ALLOW_PROBE_URLS",
+        value_delimiter = ','
+    )]
+    pub allow_probe_urls: Vec<String>,
+
+    /// Secret holding the key that signs the events' recorded actions (created with a random
+    /// key when missing). Undo applies only actions signed with it.
+    #[arg(
+        long,
+        env = "FRYS_UNDO_KEY_SECRET",
+        default_value = "frys-rollback-undo-key"
+    )]
+    pub undo_key_secret: String,
+
+    /// Namespace of that Secret. Default: the operator's own (POD_NAMESPACE, else the service
+    /// account's namespace, else `default`).
+    #[arg(long, env = "FRYS_UNDO_KEY_NAMESPACE")]
+    pub undo_key_namespace: Option<String>,
+
     /// Default evaluation interval (duration or milliseconds).
     #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value = "30s", value_parser = parse_duration_arg)]
     pub interval: Duration,

@@ -163,6 +163,11 @@ pub struct RollbackEventStatus {
     /// Each Kubernetes change made, with the state it replaced (enough to undo it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
+    /// The operator's signature of `actions` (HMAC-SHA256 under a key only the operator
+    /// reads): undo applies no action whose signature does not check. Written by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub actions_digest: Option<String>,
     /// Verification report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationReport>,

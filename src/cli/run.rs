@@ -62,6 +62,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = server::router(metrics.clone(), probes.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone());
 
+    // The key that signs recorded actions, in the operator's own namespace (as the Lease).
+    let key_namespace = args
+        .config
+        .undo_key_namespace
+        .clone()
+        .unwrap_or_else(|| args.leader_election.lease_namespace());
+    let keys = controller::digest::load_or_create(
+        client.clone(),
+        &key_namespace,
+        &args.config.undo_key_secret,
+    )
+    .await
+    .context("loading the key that signs RollbackEvent actions")?;
+    tracing::info!(secret = %format!("{key_namespace}/{}", args.config.undo_key_secret), key = %keys.current_id(), "undo key loaded");
+
     let leadership = leader::Leadership::start(client.clone(), &args.leader_election)?;
     let fence = leadership.fence();
     if args.leader_election.enabled {
@@ -83,6 +98,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 probes,
                 shutdown.clone(),
                 fence.clone(),
+                keys,
             )
             .await;
         }

@@ -757,14 +757,11 @@ fn failpoint(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use kube::runtime::{
-        events::{Recorder, Reporter},
-        watcher::Event,
-    };
+    use kube::runtime::watcher::Event;
     use serde_json::json;
 
     use super::*;
-    use crate::{config::OperatorConfig, fixtures, telemetry::Metrics};
+    use crate::{config::OperatorConfig, fixtures};
 
     fn store<K>(objects: Vec<K>) -> (Store<K>, Writer<K>)
     where
@@ -781,17 +778,7 @@ mod tests {
 
     fn evaluator(policies: Store<RollbackPolicy>) -> Evaluator {
         let (client, _server) = fixtures::mock_client();
-        let ctx = Arc::new(Context {
-            recorder: Recorder::new(client.clone(), Reporter::from("test")),
-            client,
-            config: OperatorConfig::defaults(),
-            metrics: Metrics::default(),
-            namespace: None,
-            http: reqwest::Client::new(),
-            notifier: crate::notify::Notifier::default(),
-            fence: crate::leader::Fence::unfenced(),
-            liveness: Default::default(),
-        });
+        let ctx = Arc::new(Context::for_tests(client, OperatorConfig::defaults()));
         Evaluator::new(ctx, policies, store(vec![]).0, store(vec![]).0)
     }
 

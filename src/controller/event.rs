@@ -82,6 +82,10 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
     let Some(event) = events.get_opt(&name).await? else {
         return Ok(Action::await_change());
     };
+    // Nothing below may act on, or re-sign, a record the operator did not sign.
+    if let Err(why) = ctx.keys.check(&event) {
+        return super::digest::refuse(&ctx, &event, &events, &why).await;
+    }
     let mut status = event.status.clone().unwrap_or_default();
     let phase = event.status.as_ref().map(|s| s.phase);
     let mut writer = StatusWriter::new(&ctx, &events, &event);
@@ -144,6 +148,7 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
                 return Ok(Action::requeue(Duration::from_secs(10)));
             }
             execute(&ctx, &event, &policy, &mut writer, &mut status).await?;
+            ctx.keys.seal(&event, &mut status);
             writer.write(&status).await?;
             Ok(Action::requeue(Duration::ZERO))
         }
@@ -251,6 +256,7 @@ async fn execute(
         let planned = plan.actions();
         let record =
             |performed| strategy::resume_actions(&recorded, &planned, performed, Timestamp::now());
+        ctx.keys.seal(event, status);
         writer.write(status).await?;
         match tokio::time::timeout_at(deadline, cluster.execute(&plan)).await {
             Ok(Ok(actions)) => {
@@ -264,6 +270,7 @@ async fn execute(
                 tracing::info!(%error, retry_in = ?backoff, "conflict: observing again");
                 status.actions = record(actions);
                 status.message = Some(format!("applying {strategy}: retrying after {error}"));
+                ctx.keys.seal(event, status);
                 writer.write(status).await?;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -419,6 +426,7 @@ async fn run_verification(
         metrics: source.as_ref(),
         http: &ctx.http,
         concurrency: ctx.config.verification_concurrency.max(1),
+        allow_probe_urls: &ctx.config.allow_probe_urls,
     };
     Ok(crate::verify::verify(&input, &deps).await)
 }
@@ -465,6 +473,7 @@ async fn undo(
         other => format!("undo: unknown value {other:?} (use true or force)"),
     };
     status.message = Some(message);
+    ctx.keys.seal(event, status);
     writer.write(status).await?;
     let remove = json!({"metadata": {"annotations": {annotations::UNDO: null}}});
     writer
@@ -532,6 +541,7 @@ async fn half_open_when_due(
         }
     };
     status.message = Some(message);
+    ctx.keys.seal(event, status);
     writer.write(status).await?;
     Ok(Action::await_change())
 }

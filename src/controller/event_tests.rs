@@ -14,10 +14,7 @@ use k8s_openapi::api::{
     core::v1::Service,
     discovery::v1::EndpointSlice,
 };
-use kube::runtime::{
-    controller::Action,
-    events::{Recorder, Reporter},
-};
+use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use super::reconcile;
@@ -29,7 +26,6 @@ use crate::{
         self, Call, Received, Reply, Scenario, deployment, endpoint_slice, event, list, path_of,
         policy, replica_set, rollback_action, service,
     },
-    telemetry::Metrics,
 };
 
 /// The operator configuration of these tests: no Prometheus, no default health check, one
@@ -40,6 +36,20 @@ fn config() -> OperatorConfig {
     c.health_check_url = None;
     c.verification_concurrency = 1;
     c
+}
+
+/// The key of these tests' operator.
+/// The tests' signing key, as in [`Context::for_tests`].
+fn test_keys() -> crate::controller::digest::Keys {
+    crate::controller::digest::Keys::new(vec![7; 32], vec![])
+}
+
+/// `e` with its recorded actions signed by the tests' operator, as it would have written them.
+fn sealed(mut e: RollbackEvent) -> RollbackEvent {
+    let mut status = e.status.take().unwrap_or_default();
+    test_keys().seal(&e, &mut status);
+    e.status = Some(status);
+    e
 }
 
 /// [`reconcile_with`] under the tests' [`config`].
@@ -67,21 +77,7 @@ async fn reconcile_for(
 ) -> (Option<Result<Action, Error>>, Vec<Received>) {
     let (client, server) = fixtures::mock_client();
     let scenario = server.run(Scenario(calls));
-    let reporter = Reporter {
-        controller: "frys-rollback-test".into(),
-        instance: None,
-    };
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        client,
-        config,
-        metrics: Metrics::default(),
-        namespace: None,
-        http: reqwest::Client::new(),
-        notifier: crate::notify::Notifier::default(),
-        fence: crate::leader::Fence::unfenced(),
-        liveness: Default::default(),
-    });
+    let ctx = Arc::new(Context::for_tests(client, config));
     let result = tokio::time::timeout(limit, reconcile(Arc::new(event), ctx))
         .await
         .ok();
@@ -243,13 +239,15 @@ async fn a_pending_event_records_its_actions_applies_them_and_moves_to_verifying
 
 /// An event whose rollback was applied long ago (past any stabilization delay).
 fn verifying(p: &RollbackPolicy) -> RollbackEvent {
-    event("web-1")
-        .owned_by(p)
-        .with_status(crate::api::RollbackEventStatus {
-            phase: EventPhase::Verifying,
-            actions: vec![rollback_action(true)],
-            ..Default::default()
-        })
+    sealed(
+        event("web-1")
+            .owned_by(p)
+            .with_status(crate::api::RollbackEventStatus {
+                phase: EventPhase::Verifying,
+                actions: vec![rollback_action(true)],
+                ..Default::default()
+            }),
+    )
 }
 
 #[tokio::test]
@@ -523,14 +521,16 @@ async fn after_a_crash_between_apply_and_record_the_resumed_run_does_not_apply_a
 
 /// A succeeded rollback whose undo is asked for with `value`.
 fn undo_asked(p: &RollbackPolicy, value: &str) -> RollbackEvent {
-    event("web-1")
-        .owned_by(p)
-        .with_annotation(annotations::UNDO, value)
-        .with_status(crate::api::RollbackEventStatus {
-            phase: EventPhase::Succeeded,
-            actions: vec![rollback_action(true)],
-            ..Default::default()
-        })
+    sealed(
+        event("web-1")
+            .owned_by(p)
+            .with_annotation(annotations::UNDO, value)
+            .with_status(crate::api::RollbackEventStatus {
+                phase: EventPhase::Succeeded,
+                actions: vec![rollback_action(true)],
+                ..Default::default()
+            }),
+    )
 }
 
 /// The merge patch that removes the undo annotation once handled.
@@ -642,14 +642,16 @@ async fn an_open_circuit_breaker_half_opens_once_its_open_duration_has_passed() 
         ..rollback_action(true)
     };
     let p = policy("web");
-    let e = event("web-1")
-        .owned_by(&p)
-        .with_strategy(crate::api::StrategyKind::CircuitBreaker)
-        .with_status(crate::api::RollbackEventStatus {
-            phase: EventPhase::Succeeded,
-            actions: vec![action],
-            ..Default::default()
-        });
+    let e = sealed(
+        event("web-1")
+            .owned_by(&p)
+            .with_strategy(crate::api::StrategyKind::CircuitBreaker)
+            .with_status(crate::api::RollbackEventStatus {
+                phase: EventPhase::Succeeded,
+                actions: vec![action],
+                ..Default::default()
+            }),
+    );
     let route_path = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web";
     let expected = closed.clone();
     let (result, _) = run(
@@ -788,4 +790,93 @@ async fn a_switch_resumed_after_a_crash_while_waiting_for_the_standby_keeps_the_
     )
     .await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::ZERO));
+}
+
+/// The Warning Event the recorder posts about an untrusted record.
+fn refusal_event(check: impl FnOnce(&Value) + Send + 'static) -> Call {
+    let posted = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "web-1.refused", "namespace": "shop"},
+        "eventTime": "2026-12-01T00:00:00.000000Z",
+        "reportingController": "frys-rollback-test", "reportingInstance": "test",
+        "action": "Undo", "reason": "UntrustedActions", "type": "Warning",
+    });
+    Call::new(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/shop/events",
+        Reply::Json(posted),
+    )
+    .expect(check)
+}
+
+/// A status merge patch of the refusal: message (and phase), never the actions or their digest.
+fn refusal_status(e: &RollbackEvent, check: impl FnOnce(&Value) + Send + 'static) -> Call {
+    Call::patch(status_path(), Reply::Json(json(e))).expect(move |body| {
+        let status = &body["status"];
+        assert!(status.get("actions").is_none(), "{body}");
+        assert!(status.get("actionsDigest").is_none(), "{body}");
+        assert!(body["metadata"]["resourceVersion"].is_string(), "{body}");
+        check(status);
+    })
+}
+
+#[tokio::test]
+async fn an_undo_over_a_forged_record_is_refused_without_reading_the_target() {
+    let p = policy("web");
+    let mut e = undo_asked(&p, "force");
+    // Someone rewrote the recorded template after the operator signed it.
+    e.status.as_mut().unwrap().actions[0].previous = Some(
+        json!({"type": "PodTemplate", "template": {}, "annotations": {}, "toRevision": "1", "applied": {}}),
+    );
+    let (result, _) = run(
+        &e,
+        vec![
+            get_event(&e),
+            refusal_status(&e, |status| {
+                let message = status["message"].as_str().unwrap();
+                assert!(message.starts_with("undo refused:"), "{message}");
+                assert!(
+                    message.contains("does not match its actionsDigest"),
+                    "{message}"
+                );
+                assert!(
+                    status.get("phase").is_none(),
+                    "a finished phase stays: {status}"
+                );
+            }),
+            refusal_event(|event| assert_eq!(event["reason"], "UntrustedActions", "{event}")),
+            remove_undo_annotation(&e),
+        ],
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_resumed_event_without_a_digest_is_failed_and_nothing_is_planned() {
+    let (_, e) = pending();
+    // Executing with actions but no digest: recorded before digests, or the digest removed.
+    let e = e.with_status(crate::api::RollbackEventStatus {
+        phase: EventPhase::Executing,
+        actions: vec![rollback_action(false)],
+        ..Default::default()
+    });
+    let (result, _) = run(
+        &e,
+        vec![
+            get_event(&e),
+            refusal_status(&e, |status| {
+                assert_eq!(status["phase"], "Failed", "{status}");
+                let message = status["message"].as_str().unwrap();
+                assert!(
+                    message.starts_with("resuming this event refused:"),
+                    "{message}"
+                );
+                assert!(message.contains("carries no actionsDigest"), "{message}");
+            }),
+            refusal_event(|_| {}),
+        ],
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
 }

@@ -5,6 +5,7 @@
 //! manager per controller so the two never erase each other's fields.
 
 mod conditions;
+pub mod digest;
 mod evaluation;
 mod evaluator;
 mod event;
@@ -44,6 +45,27 @@ pub struct Context {
     pub fence: crate::leader::Fence,
     /// Beaten by the evaluator each tick; `/healthz` fails when it stops.
     pub liveness: crate::server::Liveness,
+    /// Signs and checks the events' recorded actions (undo applies only what it signed).
+    pub keys: digest::Keys,
+}
+
+#[cfg(test)]
+impl Context {
+    /// A context for in-process tests: unfenced, test signing key, `config` as given.
+    pub(crate) fn for_tests(client: Client, config: OperatorConfig) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), Reporter::from("frys-rollback-test")),
+            client,
+            config,
+            metrics: Metrics::default(),
+            namespace: None,
+            http: reqwest::Client::new(),
+            notifier: crate::notify::Notifier::default(),
+            fence: crate::leader::Fence::unfenced(),
+            liveness: Default::default(),
+            keys: digest::Keys::new(vec![7; 32], vec![]),
+        }
+    }
 }
 
 /// Errors of a reconciliation; each is retried by the controller's error policy.
@@ -126,6 +148,8 @@ pub fn shutdown_signal() -> Shutdown {
 
 /// Runs both controllers until `shutdown` completes. `probes.ready` is set once both have listed
 /// their objects.
+// Each argument is one independent piece the process sets up; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     config: OperatorConfig,
@@ -134,6 +158,7 @@ pub async fn run(
     probes: crate::server::Probes,
     shutdown: Shutdown,
     fence: crate::leader::Fence,
+    keys: digest::Keys,
 ) {
     let reporter = Reporter {
         controller: "frys-rollback".into(),
@@ -151,6 +176,7 @@ pub async fn run(
         notifier: crate::notify::Notifier::default(),
         fence,
         liveness: probes.liveness.clone(),
+        keys,
     });
 
     let (events, event_store) = event::controller(ctx.clone(), shutdown.clone());

@@ -164,6 +164,9 @@ impl Cluster {
                 Step::Change(change) => self.perform(change).await.map(|a| done.push(a)),
                 Step::WaitAvailable(wait) => self.wait_available(wait).await,
             };
+            if result.is_ok() && matches!(step, Step::Change(_)) {
+                failpoint_after_change(done.len());
+            }
             if let Err(error) = result {
                 return Err(ApplyError {
                     actions: done,
@@ -324,6 +327,20 @@ fn write_error(e: kube::Error, change: &Change) -> Error {
         _ => not_found(e, change.kind, &change.name),
     }
 }
+
+/// Test-only crash point between two steps of a plan: `FRYS_FAILPOINT=abort-after-change-<n>`
+/// aborts the process once `n` changes are applied (as `abort-after-apply` in the event
+/// controller does after all of them). Only with the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+fn failpoint_after_change(n: usize) {
+    if std::env::var("FRYS_FAILPOINT").is_ok_and(|v| v == format!("abort-after-change-{n}")) {
+        tracing::error!(failpoint = %format!("abort-after-change-{n}"), "failpoint reached: aborting (test only)");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint_after_change(_n: usize) {}
 
 #[cfg(test)]
 mod tests {

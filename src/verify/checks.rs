@@ -2,14 +2,18 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Pod, Service},
+    discovery::v1::EndpointSlice,
+};
 use kube::{
     Api,
     api::{DynamicObject, ListParams},
 };
 use tokio::time::Instant;
 
-use super::{Ctx, DEFAULT_CONSECUTIVE_PASSES, rules};
+use super::{Ctx, DEFAULT_CONSECUTIVE_PASSES, reach, rules};
 use crate::{
     api::{CheckCategory, CheckResult, CheckSpec, CheckStatus, HttpCheck, MetricSeverity},
     assess,
@@ -27,6 +31,8 @@ pub const TRAFFIC: &str = "traffic-distribution";
 
 /// Bound on one HTTP probe of one pod.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between two rounds of health probes while an endpoint has not answered 2xx yet.
+pub const PROBE_RETRY: Duration = Duration::from_secs(2);
 /// Pause between two reads of a rollout that is not finished yet.
 const ROLLOUT_POLL: Duration = Duration::from_secs(1);
 
@@ -80,13 +86,24 @@ pub async fn serving_service<S>(ctx: &Ctx<'_, S>) -> Result<String, String> {
         .ok_or_else(|| format!("no Service selects the pods of {}", input.target))
 }
 
-/// Ready addresses of a Service's EndpointSlices.
-async fn addresses<S>(ctx: &Ctx<'_, S>, service: &str) -> Result<Vec<String>, String> {
+/// The EndpointSlices of a Service.
+async fn slices<S>(ctx: &Ctx<'_, S>, service: &str) -> Result<Vec<EndpointSlice>, String> {
     let slices = Api::<EndpointSlice>::namespaced(ctx.deps.client.clone(), ctx.input.namespace)
         .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
         .await
         .map_err(|e| format!("listing the EndpointSlices of Service {service}: {e}"))?;
-    Ok(rules::ready_addresses(&slices.items))
+    Ok(slices.items)
+}
+
+/// Ready addresses of a Service's EndpointSlices (counted, never connected to).
+async fn addresses<S>(ctx: &Ctx<'_, S>, service: &str) -> Result<Vec<String>, String> {
+    Ok(rules::ready_addresses(&slices(ctx, service).await?))
+}
+
+/// Ready addresses of a Service's EndpointSlices with the Pods they name, for probes.
+async fn candidates<S>(ctx: &Ctx<'_, S>, service: &str) -> Result<Vec<reach::Candidate>, String> {
+    let slices = slices(ctx, service).await?;
+    Ok(reach::candidates(slices.iter().flat_map(|s| &s.endpoints)))
 }
 
 /// Check 1, availability. A rollout still under way is polled until it finishes or time runs
@@ -181,62 +198,154 @@ pub async fn health<S>(ctx: &Ctx<'_, S>, serving: &Result<String, String>) -> Ch
             return skip("no verification.healthCheck and no operator HEALTH_CHECK_URL");
         }
     };
-    let (status, d) = probe(ctx, &check).await;
+    let (status, d) = probe(ctx, &check, true).await;
     rules::result(HEALTH, CheckCategory::Health, status, d)
 }
 
-/// GET `check.path` on each ready address of `check.service`; passes when every one answers 2xx.
-async fn probe<S>(ctx: &Ctx<'_, S>, check: &HttpCheck) -> (CheckStatus, Details) {
+/// GET `check.path` on each ready address of `check.service` that the operator may reach
+/// ([`reach`]); passes when every one has answered 2xx. With `retry` (the health check), an
+/// endpoint that fails is probed again every [`PROBE_RETRY`] until it answers 2xx or the
+/// verification timeout is near, so one lost request does not fail a remediation; one that
+/// answered 2xx once has passed. Without it (user checks), one round.
+async fn probe<S>(ctx: &Ctx<'_, S>, check: &HttpCheck, retry: bool) -> (CheckStatus, Details) {
+    let mut passed: BTreeMap<String, String> = BTreeMap::new();
+    let mut rounds = 0u32;
+    loop {
+        rounds += 1;
+        let (status, mut d) = probe_round(ctx, check, &mut passed).await;
+        let out_of_time = Instant::now() + PROBE_RETRY >= ctx.deadline;
+        if status == CheckStatus::Passed || !retry || out_of_time {
+            if retry {
+                d.insert("rounds".into(), rounds.to_string());
+            }
+            return (status, d);
+        }
+        tokio::time::sleep(PROBE_RETRY).await;
+    }
+}
+
+/// One round: the endpoints read afresh, those not passed yet probed at once.
+async fn probe_round<S>(
+    ctx: &Ctx<'_, S>,
+    check: &HttpCheck,
+    passed: &mut BTreeMap<String, String>,
+) -> (CheckStatus, Details) {
     let mut d = details([
         ("service", check.service.clone()),
         ("request", format!("GET :{}{}", check.port, check.path)),
     ]);
-    let addresses = match addresses(ctx, &check.service).await {
-        Ok(a) if a.is_empty() => {
+    let candidates = match candidates(ctx, &check.service).await {
+        Ok(c) if c.is_empty() => {
             let reason = format!("Service {} has no ready endpoints", check.service);
             d.insert(rules::REASON.into(), reason);
             return (CheckStatus::Failed, d);
         }
-        Ok(a) => a,
+        Ok(c) => c,
         Err(e) => {
             d.insert(rules::REASON.into(), e);
             return (CheckStatus::Failed, d);
         }
     };
-    let answers = futures::future::join_all(addresses.iter().map(|address| async move {
-        let host = if address.contains(':') {
-            format!("[{address}]")
-        } else {
-            address.clone()
-        };
-        let url = format!("http://{host}:{}{}", check.port, check.path);
-        let start = Instant::now();
-        let answer = ctx.deps.http.get(&url).timeout(PROBE_TIMEOUT).send().await;
-        let ms = start.elapsed().as_millis();
-        match answer {
-            Ok(r) => (
-                r.status().is_success(),
-                format!("{} in {ms}ms", r.status().as_u16()),
-            ),
-            Err(e) if e.is_timeout() => (false, format!("no answer within {PROBE_TIMEOUT:?}")),
-            Err(e) => (false, format!("error after {ms}ms: {e}")),
+    let pods = Api::<Pod>::namespaced(ctx.deps.client.clone(), ctx.input.namespace);
+    let answers = futures::future::join_all(candidates.iter().map(|candidate| {
+        let pods = pods.clone();
+        let earlier = passed.get(&candidate.address).cloned();
+        async move {
+            if let Some(text) = earlier {
+                return (true, text, false);
+            }
+            // Only what the cluster wrote decides where the operator connects.
+            let pod = match &candidate.pod {
+                Some((_, name)) => match pods.get_opt(name).await {
+                    Ok(p) => p,
+                    Err(e) => return (false, format!("reading its Pod {name}: {e}"), false),
+                },
+                None => None,
+            };
+            let question = reach::Question {
+                namespace: ctx.input.namespace,
+                service: &check.service,
+                port: check.port,
+                path: &check.path,
+                candidate,
+                pod: pod.as_ref(),
+                allow: ctx.deps.allow_probe_urls,
+            };
+            if let Err(why) = reach::decide(&question) {
+                return (false, format!("refused: {why}"), true);
+            }
+            let url = reach::address_url(&candidate.address, check.port, &check.path);
+            let (ok, text) = get(ctx, &url).await;
+            (ok, text, false)
         }
     }))
     .await;
-    let failed = answers.iter().filter(|(ok, _)| !ok).count();
-    for (address, (_, text)) in addresses.iter().zip(answers) {
-        d.insert(format!("endpoint {address}"), text);
+    let mut failed = 0;
+    let mut refused = 0;
+    for (candidate, (ok, text, was_refused)) in candidates.iter().zip(answers) {
+        if ok {
+            passed.insert(candidate.address.clone(), text.clone());
+        } else {
+            failed += 1;
+        }
+        refused += usize::from(was_refused);
+        d.insert(format!("endpoint {}", candidate.address), text);
     }
     if failed == 0 {
-        (CheckStatus::Passed, d)
-    } else {
-        let reason = format!(
-            "{failed} of {} endpoints did not answer 2xx on {}",
-            addresses.len(),
-            check.path
-        );
-        d.insert(rules::REASON.into(), reason);
-        (CheckStatus::Failed, d)
+        return (CheckStatus::Passed, d);
+    }
+    let mut reason = format!(
+        "{failed} of {} endpoints did not answer 2xx on {}",
+        candidates.len(),
+        check.path
+    );
+    if refused > 0 {
+        reason.push_str(&format!(
+            "; {refused} not probed: not a pod of namespace {} (see the endpoint details)",
+            ctx.input.namespace
+        ));
+    }
+    d.insert(rules::REASON.into(), reason);
+    (CheckStatus::Failed, d)
+}
+
+/// One GET, bounded by [`PROBE_TIMEOUT`] and the verification deadline. The answer is told by
+/// its status, content type and size only: a body is never read, so never echoed.
+async fn get<S>(ctx: &Ctx<'_, S>, url: &str) -> (bool, String) {
+    let left = ctx.deadline.saturating_duration_since(Instant::now());
+    let limit = PROBE_TIMEOUT.min(left).max(Duration::from_millis(100));
+    let start = Instant::now();
+    let answer = ctx.deps.http.get(url).timeout(limit).send().await;
+    let ms = start.elapsed().as_millis();
+    match answer {
+        Ok(r) => {
+            let kind = r
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("no content type")
+                .chars()
+                .take(64)
+                .collect::<String>();
+            let size = r
+                .content_length()
+                .map_or("size unknown".to_owned(), |n| format!("{n} bytes"));
+            (
+                r.status().is_success(),
+                format!("{} in {ms}ms ({kind}, {size})", r.status().as_u16()),
+            )
+        }
+        Err(e) if e.is_timeout() => (false, format!("no answer within {limit:?}")),
+        Err(e) => (false, format!("error after {ms}ms: {}", error_text(&e))),
+    }
+}
+
+/// A request error in words without the URL's user info (there is none here, but a refused
+/// name is better told by the egress rule than by reqwest's chain).
+fn error_text(e: &reqwest::Error) -> String {
+    match crate::egress::find_in_chain(e) {
+        Some(refused) => refused.to_string(),
+        None => crate::egress::redact_userinfo_in_text(&e.to_string()),
     }
 }
 
@@ -259,9 +368,22 @@ pub async fn performance<S: MetricsSource + Sync>(ctx: &Ctx<'_, S>) -> CheckResu
     if input.remediation.probes().stopped {
         return skip("the workload is shut down on purpose: its signals have nothing to judge");
     }
+    // Traffic moved off the target (a route rung, or a switch to the standby): its own signals
+    // going quiet is expected, and judging them would make Inconclusive the verdict.
+    if matches!(
+        input.remediation.probes().rollout,
+        Rollout::None | Rollout::Other(_)
+    ) {
+        return skip(
+            "the rung moved traffic away from the target: its own signals are not judged (availability, health and traffic checks read what serves now)",
+        );
+    }
     let Some(metrics) = ctx.deps.metrics else {
         return skip("no Prometheus: set spec.prometheus or the operator's --prometheus-url");
     };
+    if input.policy.metrics.is_empty() {
+        return skip("the policy has no signals");
+    }
     let needed = input
         .policy
         .verification
@@ -302,7 +424,13 @@ pub async fn performance<S: MetricsSource + Sync>(ctx: &Ctx<'_, S>) -> CheckResu
             .iter()
             .filter(|v| v.severity == MetricSeverity::Critical)
             .collect();
-        streak.record(critical.is_empty());
+        // One where no signal had data breaks the row, as a failing one does.
+        let conclusive = verdicts
+            .iter()
+            .any(|v| v.severity != MetricSeverity::Inconclusive);
+        streak.record(rules::evaluation_passes(
+            verdicts.iter().map(|v| v.severity),
+        ));
         let mut d = details([
             ("window", template::promql_duration(vars.window)),
             ("passes", format!("{} of {needed} in a row", streak.passes)),
@@ -326,6 +454,7 @@ pub async fn performance<S: MetricsSource + Sync>(ctx: &Ctx<'_, S>) -> CheckResu
         if Instant::now() + interval >= ctx.deadline {
             let last = match critical.first() {
                 Some(v) => v.message.clone(),
+                None if !conclusive => "the last evaluation had no data for any signal: inconclusive is not a pass (do the queries find samples since the remediation?)".to_owned(),
                 None => "the last evaluation passed".to_owned(),
             };
             let reason = format!(
@@ -361,7 +490,7 @@ pub async fn user_check<S: MetricsSource + Sync>(
                 );
             }
         },
-        (None, Some(http)) => probe(ctx, http).await,
+        (None, Some(http)) => probe(ctx, http, false).await,
         (None, None) => {
             return rules::skipped(
                 &spec.name,

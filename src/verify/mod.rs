@@ -2,10 +2,15 @@
 //!
 //! 1. Availability: the serving Deployment finished its rollout (zero replicas after an
 //!    emergency shutdown) and the serving Service has ready endpoints.
-//! 2. Application health: HTTP GET of the health endpoint on each ready endpoint address.
+//! 2. Application health: HTTP GET of the health endpoint on each ready endpoint address;
+//!    an endpoint that fails is probed again every `PROBE_RETRY` (2s) until it answers 2xx or
+//!    the timeout is near. Probes reach only pods of the policy's namespace unless the
+//!    operator allows more ([`reach`]).
 //! 3. Performance: the policy's signals over the time since the remediation completed only,
-//!    passing (no signal Critical) on `consecutivePasses` evaluations in a row. A signal without
-//!    data under `noData: Ignore` (e.g. a target drained by a traffic rung) does not fail it.
+//!    passing on `consecutivePasses` evaluations in a row, each with no signal Critical and at
+//!    least one with data: Inconclusive is no pass, it is re-evaluated until the timeout and
+//!    then fails with that reason. After a traffic rung (a route rung, or a switch to the
+//!    standby) the target's own signals are not judged: the check is skipped.
 //! 4. Dependencies and 5. data consistency: the policy's user checks (PromQL or HTTP).
 //! 6. Traffic distribution: the Service selector or route weights read back as intended.
 //!
@@ -29,6 +34,7 @@
 //! checks that read the cluster, Prometheus and the pods are in `checks`.
 
 mod checks;
+pub mod reach;
 pub mod rules;
 #[cfg(test)]
 mod tests;
@@ -85,6 +91,9 @@ pub struct VerifyDeps<'a, S> {
     pub http: &'a reqwest::Client,
     /// Checks run at once (VERIFICATION_CONCURRENCY).
     pub concurrency: usize,
+    /// URL prefixes probes may reach beyond the pods of the policy's namespace
+    /// (`--allow-probe-url`; see [`reach`]).
+    pub allow_probe_urls: &'a [String],
 }
 
 /// Runs one check within the deadline and times it. A named async fn rather than a closure, so

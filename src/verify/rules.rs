@@ -6,7 +6,10 @@ use k8s_openapi::api::{apps::v1::Deployment, discovery::v1::EndpointSlice};
 use serde_json::Value;
 
 use crate::{
-    api::{Action, CheckCategory, CheckResult, CheckStatus, HttpCheck, VerificationStatus},
+    api::{
+        Action, CheckCategory, CheckResult, CheckStatus, HttpCheck, MetricSeverity,
+        VerificationStatus,
+    },
     prometheus::Sample,
     strategy::{
         Kind, Record,
@@ -247,6 +250,20 @@ pub fn weight_differences(
             (a != e).then(|| format!("{name} has weight {a}, expected {e}"))
         })
         .collect()
+}
+
+/// Whether one evaluation of the signals passes: no signal Critical, and at least one with
+/// data. Inconclusive everywhere is no pass (nothing was shown to work).
+pub fn evaluation_passes(severities: impl IntoIterator<Item = MetricSeverity>) -> bool {
+    let mut conclusive = false;
+    for s in severities {
+        match s {
+            MetricSeverity::Critical => return false,
+            MetricSeverity::Inconclusive => {}
+            _ => conclusive = true,
+        }
+    }
+    conclusive
 }
 
 /// Counts consecutive passing evaluations; a failing one starts over.

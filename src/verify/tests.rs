@@ -263,3 +263,19 @@ fn streak_counts_consecutive_passes() {
     assert!(s.reached(2));
     assert_eq!(s.evaluations, 4);
 }
+
+#[test]
+fn inconclusive_is_no_pass() {
+    use crate::api::MetricSeverity::*;
+    assert!(evaluation_passes([Ok, Inconclusive]));
+    assert!(evaluation_passes([Warning]));
+    assert!(!evaluation_passes([Inconclusive, Inconclusive]));
+    assert!(!evaluation_passes([]));
+    assert!(!evaluation_passes([Ok, Critical]));
+    // Two in a row needed: a no-data evaluation between two passes starts the row over.
+    let mut streak = Streak::default();
+    for passed in [Ok, Inconclusive, Ok].map(|s| evaluation_passes([s])) {
+        streak.record(passed);
+    }
+    assert!(!streak.reached(2));
+}

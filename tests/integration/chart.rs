@@ -19,12 +19,20 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Rules of the chart that the test's own operator run (drive_operator) may not exercise, each
 /// with the code path that needs it. Any other rule left unused fails the test.
-const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str)] = &[(
-    "events.k8s.io",
-    "events",
-    "patch",
-    "kube's Recorder patches an Event's series when the same Event repeats",
-)];
+const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str)] = &[
+    (
+        "events.k8s.io",
+        "events",
+        "patch",
+        "kube's Recorder patches an Event's series when the same Event repeats",
+    ),
+    (
+        "",
+        "pods",
+        "get",
+        "a verification probe reads the Pod an endpoint names (only with a health or HTTP check)",
+    ),
+];
 
 /// (success, stdout, stderr) of helm.
 pub(crate) fn helm(args: &[&str]) -> (bool, String, String) {
@@ -161,6 +169,8 @@ async fn chart_lints_and_renders() {
             "Deployment",
             "PodDisruptionBudget",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "Service",
             "ServiceAccount",
@@ -213,7 +223,10 @@ async fn chart_lints_and_renders() {
         deployment["spec"]["selector"]["matchLabels"]
     );
     // The Lease: a Role in the release namespace (not a ClusterRole), leases only.
-    let election = find(&objects, "Role")[0];
+    let election = find(&objects, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "frys-rollback-leader-election")
+        .unwrap();
     assert_eq!(election["metadata"]["namespace"], "ops");
     assert_eq!(
         grants([election]),
@@ -323,6 +336,8 @@ async fn chart_lints_and_renders() {
                 "FRYS_LEADER_ELECTION_LEASE_DURATION" => "--leader-election-lease-duration",
                 "FRYS_LEADER_ELECTION_RENEW_PERIOD" => "--leader-election-renew-period",
                 "FRYS_ALLOW_PROMETHEUS_URLS" => "--allow-prometheus-url",
+                "FRYS_ALLOW_PROBE_URLS" => "--allow-probe-url",
+                "FRYS_UNDO_KEY_SECRET" => "--undo-key-secret",
                 _ => continue,
             };
             run.extend([flag.to_owned(), v.to_owned()]);
@@ -355,6 +370,8 @@ async fn chart_lints_and_renders() {
             "PodDisruptionBudget",
             "Role",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "RoleBinding",
             "Service",
@@ -415,7 +432,8 @@ async fn chart_lints_and_renders() {
     );
 
     // A single replica without leader election (local or minimal installs): never two
-    // operators at once, so no rolling update, and no Lease permissions.
+    // operators at once, so no rolling update, and no Lease permissions (the undo key's Role
+    // stays).
     let objects = render(&[
         "replicaCount=1",
         "leaderElection.enabled=false",
@@ -423,7 +441,11 @@ async fn chart_lints_and_renders() {
     ]);
     let deployment = find(&objects, "Deployment")[0];
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
-    assert!(find(&objects, "Role").is_empty());
+    let roles: Vec<_> = find(&objects, "Role")
+        .into_iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["frys-rollback-undo-key"]);
     assert!(find(&objects, "PodDisruptionBudget").is_empty());
     let vars = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
@@ -491,6 +513,8 @@ async fn chart_installs_every_object() {
         "poddisruptionbudget/frys-rollback",
         "role/frys-rollback-leader-election",
         "rolebinding/frys-rollback-leader-election",
+        "role/frys-rollback-undo-key",
+        "rolebinding/frys-rollback-undo-key",
         "serviceaccount/frys-ns-frys-rollback",
         "deployment/frys-ns-frys-rollback",
         "role/frys-ns-frys-rollback",
@@ -755,7 +779,11 @@ async fn chart_rbac_is_what_the_operator_uses() {
     // Plus the leader-election Role of the release namespace: the tests' operators keep their
     // Lease in their own namespace (POD_NAMESPACE), which stands for it.
     let election = find(&cluster_wide, "Role");
-    assert_eq!(election.len(), 1, "one Role: the Lease's");
+    assert_eq!(
+        election.len(),
+        2,
+        "two Roles: the Lease's and the undo key's"
+    );
     cluster_grants.extend(grants(election));
     let mut denied = BTreeSet::new();
     for r in &requests {

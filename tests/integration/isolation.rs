@@ -35,7 +35,11 @@ fn policy(name: &str, prometheus: &str) -> String {
 
 /// When the operator last evaluated a policy, from its freshness metric (the status'
 /// `evaluatedAt` is refreshed only when something changed, see `decide::news`).
-async fn evaluated_at(operator: &support::Operator, ns: &str, name: &str) -> Option<jiff::Timestamp> {
+async fn evaluated_at(
+    operator: &support::Operator,
+    ns: &str,
+    name: &str,
+) -> Option<jiff::Timestamp> {
     let metrics = operator.metrics().await;
     let series = format!(
         "frys_rollback_last_evaluation_timestamp_seconds{{policy_namespace=\"{ns}\",policy=\"{name}\"}} "

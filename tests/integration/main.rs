@@ -22,4 +22,5 @@ mod support;
 mod tenant;
 mod tooling;
 mod triggers;
+mod trust_undo;
 mod verify;

@@ -127,6 +127,7 @@ async fn run(
         metrics: Some(&prometheus),
         http: &http,
         concurrency: config.verification_concurrency,
+        allow_probe_urls: &[],
     };
     let report = verify(&input, &deps).await;
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());

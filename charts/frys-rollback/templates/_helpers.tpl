@@ -57,6 +57,10 @@ The rules the operator needs in the namespaces it watches: exactly the requests 
 (src/controller, src/strategy, src/verify, src/prometheus), checked against the test control
 plane's request log by tests/integration/chart.rs.
 */}}
+{{- define "frys-rollback.undoKeySecret" -}}
+{{- default (printf "%s-undo-key" (include "frys-rollback.fullname" .)) .Values.operator.undoKeySecret -}}
+{{- end }}
+
 {{- define "frys-rollback.namespacedRules" -}}
 # Its own resources: watched and status written; policies get the onDelete finalizer and
 # their trigger annotations consumed (patch); events are created, adopted by their policy and
@@ -91,6 +95,10 @@ plane's request log by tests/integration/chart.rs.
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list]
+# Verification probes connect only to an address the endpoint's Pod has in its status.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get]
 # Prometheus credentials and webhook URLs a policy refers to; the operator uses only Secrets
 # labelled rollback.frys.io/policy-access=true (RBAC cannot select by label; see docs/security.md).
 # The evaluator watches them with that label selector (list, watch), so no other Secret is cached.

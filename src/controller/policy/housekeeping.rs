@@ -26,6 +26,15 @@ pub(super) async fn auto_restore(
     let api: Api<RollbackEvent> = Api::namespaced(pctx.shared.client.clone(), &ns);
     let restorable = |kind| strategy::restore_of(kind).auto_restore;
     for name in decide::due_for_restore(policy, status, &own, restorable, Timestamp::now()) {
+        // A record the operator did not sign is never undone: asking would only be refused.
+        let signed = own
+            .iter()
+            .find(|e| e.name_any() == name)
+            .is_some_and(|e| pctx.shared.keys.check(e).is_ok());
+        if !signed {
+            tracing::debug!(event = %name, "not restored automatically: its recorded actions are not the operator's");
+            continue;
+        }
         let patch = json!({"metadata": {"annotations": {annotations::UNDO: "true"}}});
         match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(patch))

@@ -86,6 +86,13 @@ async fn restore_all(pctx: &PolicyContext, policy: &RollbackPolicy) {
             continue;
         }
         let name = event.name_any();
+        if let Err(why) = pctx.shared.keys.check(&event) {
+            let message = why.refusal("onDelete: Restore");
+            tracing::error!(event = %name, %message, "not restored on policy deletion");
+            crate::controller::digest::publish_refusal(&pctx.shared.recorder, &event, &message)
+                .await;
+            continue;
+        }
         // The template a version rollback replaced is the release judged bad: deleting the
         // policy must not put it back. Traffic and scale changes are restored.
         let restorable: Vec<_> = status
