@@ -4,7 +4,7 @@
 //! fails to deserialize in the operator; the schema pattern makes the API server refuse
 //! malformed values with a clear message, and [`Duration::get`] parses for use.
 
-use std::{borrow::Cow, fmt, str::FromStr, time};
+use std::{borrow::Cow, fmt, time};
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
@@ -36,20 +36,63 @@ impl Duration {
     }
 }
 
-/// Parses a Kubernetes (Go) duration string.
+/// Parses a Kubernetes (Go) duration string: `<number><unit>` groups (units ns, us, µs, ms, s, m,
+/// h; decimals allowed), or `0`. Negative durations are refused.
+///
+/// Not kube's `Duration::from_str`: it panics on a sum or product beyond `Duration::MAX` and
+/// on a negative group after the first (`99999999999999999999h`, `1s-1s`), and the first
+/// matches the schema pattern, so a policy author could stop the operator with it.
 pub fn parse(value: &str) -> Result<time::Duration, InvalidDuration> {
-    let invalid = |reason: String| InvalidDuration {
+    let invalid = |reason: &str| InvalidDuration {
         value: value.to_owned(),
-        reason,
+        reason: reason.to_owned(),
     };
-    let parsed = kube::core::Duration::from_str(value).map_err(|e| invalid(e.to_string()))?;
-    if parsed.is_negative() {
-        return Err(invalid("must not be negative".into()));
+    if value.starts_with('-') {
+        return Err(invalid("must not be negative"));
     }
-    Ok(parsed.into())
+    let mut rest = value.strip_prefix('+').unwrap_or(value);
+    if rest == "0" {
+        return Ok(time::Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid("empty duration"));
+    }
+    let mut total = time::Duration::ZERO;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        if number.is_empty() || number == "." {
+            return Err(invalid("expected a number"));
+        }
+        let number: f64 = number.parse().map_err(|_| invalid("invalid number"))?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let unit = match unit {
+            "ns" => time::Duration::from_nanos(1),
+            // U+00B5 is the micro sign, U+03BC the Greek letter mu (Go accepts both).
+            "us" | "\u{b5}s" | "\u{3bc}s" => time::Duration::from_micros(1),
+            "ms" => time::Duration::from_millis(1),
+            "s" => time::Duration::from_secs(1),
+            "m" => time::Duration::from_secs(60),
+            "h" => time::Duration::from_secs(3600),
+            "" => return Err(invalid("missing unit")),
+            _ => return Err(invalid("unknown unit")),
+        };
+        let too_long = || invalid("too long");
+        let group = time::Duration::try_from_secs_f64(unit.as_secs_f64() * number)
+            .map_err(|_| too_long())?;
+        total = total.checked_add(group).ok_or_else(too_long)?;
+        rest = after;
+    }
+    Ok(total)
 }
 
-/// Formats a duration the way Kubernetes users write it (`45s`, `2m5s`, `1h`, `350ms`).
+/// Formats a duration the way Kubernetes users write it (`45s`, `2m5s`, `1h`, `350ms`,
+/// `1s500ms`), to the millisecond: [`parse`] reads it back as `d` cut to whole milliseconds.
 pub fn format(d: time::Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
@@ -69,6 +112,11 @@ pub fn format(d: time::Duration) -> String {
     }
     if s > 0 || out.is_empty() {
         out.push_str(&format!("{s}s"));
+    }
+    // Dropping them made a `1500ms` default `1s` in `status.effective`.
+    let rest_ms = ms % 1000;
+    if rest_ms > 0 {
+        out.push_str(&format!("{rest_ms}ms"));
     }
     out
 }
@@ -135,5 +183,76 @@ mod tests {
             assert_eq!(parse(&format(d)).unwrap(), d, "{s}");
         }
         assert_eq!(format(time::Duration::from_secs(3601)), "1h1s");
+        assert_eq!(format(time::Duration::from_millis(1500)), "1s500ms");
+        assert_eq!(format(time::Duration::from_millis(60_250)), "1m250ms");
+    }
+
+    /// Regression: kube's parser panicked on the first four (seen while writing the duration fuzz
+    /// target); all are errors now.
+    #[test]
+    fn huge_or_negative_groups_are_errors_not_panics() {
+        for bad in [
+            "9999999999999999999999999999999h",
+            "99999999999999999999h",
+            "18446744073709551615s1s",
+            "1s-1s",
+            "1s+1s",
+            "-0s",
+            "",
+            "+",
+            ".s",
+            "1..5s",
+            "5",
+            "5d",
+            "1h 30m",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn go_forms_still_parse() {
+        let ms = time::Duration::from_millis;
+        for (text, want) in [
+            ("0", ms(0)),
+            ("+5s", ms(5000)),
+            ("1.5h", ms(5_400_000)),
+            (".5s", ms(500)),
+            ("5.s", ms(5000)),
+            ("1h0m0.5s", ms(3_600_500)),
+            ("1500us", ms(1) + time::Duration::from_micros(500)),
+            ("2\u{b5}s", time::Duration::from_micros(2)),
+            ("7ns", time::Duration::from_nanos(7)),
+        ] {
+            assert_eq!(parse(text).unwrap(), want, "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        /// format and parse agree to the millisecond, for every duration up to ~3000 years.
+        #[test]
+        fn format_round_trips_to_the_millisecond(secs in 0u64..100_000_000_000, nanos in 0u32..1_000_000_000) {
+            let d = time::Duration::new(secs, nanos);
+            let text = format(d);
+            let cut = time::Duration::from_millis(u64::try_from(d.as_millis()).unwrap());
+            proptest::prop_assert_eq!(parse(&text).unwrap(), cut, "{}", text);
+            proptest::prop_assert!(regex::Regex::new(DURATION_PATTERN).unwrap().is_match(&text), "{}", text);
+        }
+
+        /// Whatever the text, parse answers (no panic), and never more than Duration::MAX.
+        #[test]
+        fn parse_never_panics(text in "[0-9.+\\-]{0,24}(ns|us|ms|s|m|h|x)?[0-9.]{0,3}[a-z]{0,2}|\\PC{0,16}") {
+            let _ = parse(&text);
+        }
+
+        /// Each group adds up: `a` then `b` is `a + b` (when both fit).
+        #[test]
+        fn groups_add_up(a in 0u64..10_000_000, b in 0u64..1000, unit_a in 0usize..4, unit_b in 0usize..4) {
+            const UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)];
+            let (ua, ma) = UNITS[unit_a];
+            let (ub, mb) = UNITS[unit_b];
+            let text = format!("{a}{ua}{b}{ub}");
+            proptest::prop_assert_eq!(parse(&text).unwrap(), time::Duration::from_millis(a * ma + b * mb), "{}", text);
+        }
     }
 }

@@ -31,6 +31,9 @@
 
 mod explain;
 mod guard;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod invariants;
 mod lifecycle;
 mod manual;
 pub mod news;

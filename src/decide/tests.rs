@@ -1203,3 +1203,241 @@ proptest! {
         prop_assert_eq!(d.action, None);
     }
 }
+
+// Single steps from arbitrary states (not only those a simulation reaches), checked against
+// the rules of the module docs (`invariants`, shared with the `decide` fuzz target).
+
+mod any_state {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{
+        api::HealthStatus,
+        assess::{ClassRule, Classification, StatusRule},
+        decide::invariants,
+    };
+
+    fn class() -> impl Strategy<Value = IncidentClass> {
+        proptest::sample::select(IncidentClass::ALL.to_vec())
+    }
+
+    fn stamp() -> impl Strategy<Value = Timestamp> {
+        (-2_000_000i64..2_000_000).prop_map(invariants::timestamp)
+    }
+
+    fn incident() -> impl Strategy<Value = Incident> {
+        (
+            class(),
+            stamp(),
+            0u32..7,
+            proptest::sample::subsequence(StrategyKind::ALL.to_vec(), 0..=5).prop_shuffle(),
+            prop_oneof![
+                Just(None),
+                Just(Some(ActiveStep::Pending)),
+                Just(Some(ActiveStep::Event("ev-1".into())))
+            ],
+            any::<bool>(),
+            any::<bool>(),
+            proptest::option::of("[a-z ]{0,8}"),
+        )
+            .prop_map(
+                |(
+                    class,
+                    started_at,
+                    attempts,
+                    tried,
+                    active,
+                    last_step_failed,
+                    failed,
+                    message,
+                )| {
+                    Incident {
+                        class,
+                        started_at,
+                        attempts,
+                        tried,
+                        active,
+                        last_step_failed,
+                        failed,
+                        message,
+                    }
+                },
+            )
+    }
+
+    fn state() -> impl Strategy<Value = PolicyState> {
+        (
+            prop_oneof![0u32..8, Just(u32::MAX)],
+            proptest::option::of(stamp()),
+            proptest::option::of(incident()),
+            proptest::option::of(stamp()),
+            proptest::option::of(proptest::sample::select(vec![
+                "ack-0".to_owned(),
+                "ack-1".to_owned(),
+            ])),
+        )
+            .prop_map(
+                |(failure_streak, failing_since, incident, last_automatic, acknowledged)| {
+                    PolicyState {
+                        failure_streak,
+                        failing_since,
+                        incident,
+                        last_automatic,
+                        acknowledged,
+                        last_trigger: None,
+                    }
+                },
+            )
+    }
+
+    fn assessment(now: Timestamp) -> impl Strategy<Value = Assessment> {
+        (
+            proptest::sample::select(HealthStatus::ALL.to_vec()),
+            any::<bool>(),
+            proptest::option::of(class()),
+        )
+            .prop_map(move |(status, conclusive, class)| Assessment {
+                status,
+                status_rule: StatusRule::WorstSignal,
+                conclusive,
+                score: 50.0,
+                metrics: vec![],
+                class: class.map(|class| Classification {
+                    class,
+                    rule: ClassRule::Default,
+                }),
+                evaluated_at: now,
+                message: "assessed".into(),
+            })
+    }
+
+    fn guard() -> impl Strategy<Value = GuardVerdict> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(GuardHold::Frozen(FreezeSource::Operator)),
+                Just(GuardHold::Budget {
+                    active: 2,
+                    budget: 2
+                }),
+                Just(GuardHold::Correlated(CommonCause::SharedDependency {
+                    signal: "db".into(),
+                    policies: vec!["a/b".into(), "a/c".into()],
+                })),
+            ],
+            0..2,
+        )
+        .prop_map(|holds| GuardVerdict { holds })
+    }
+
+    fn policy_settings() -> impl Strategy<Value = PolicySettings> {
+        (
+            any_settings(),
+            0u8..8,
+            prop_oneof![Just(0u64), 0u64..5_000_000, Just(u64::MAX)],
+        )
+            .prop_map(|(s, switches, cooldown)| PolicySettings {
+                suspend: switches == 0,
+                auto_rollback: switches != 1,
+                cooldown: Duration::from_secs(cooldown),
+                ..s
+            })
+    }
+
+    /// Everything one step reads.
+    #[derive(Debug)]
+    struct Step {
+        state: PolicyState,
+        now: Timestamp,
+        assessment: Assessment,
+        guard: GuardVerdict,
+        ack: Option<String>,
+        busy: Option<String>,
+        settings: PolicySettings,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        (state(), stamp()).prop_flat_map(|(state, now)| {
+            (
+                assessment(now),
+                guard(),
+                proptest::option::of(proptest::sample::select(vec![
+                    "ack-0".to_owned(),
+                    "ack-2".to_owned(),
+                ])),
+                proptest::option::weighted(0.2, Just("manual-1".to_owned())),
+                policy_settings(),
+            )
+                .prop_map(move |(assessment, guard, ack, busy, settings)| Step {
+                    state: state.clone(),
+                    now,
+                    assessment,
+                    guard,
+                    ack,
+                    busy,
+                    settings,
+                })
+        })
+    }
+
+    impl Step {
+        fn tick(&self) -> Tick<'_> {
+            Tick {
+                assessment: &self.assessment,
+                now: self.now,
+                guard: &self.guard,
+                ack: self.ack.as_deref(),
+                busy: self.busy.as_deref(),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// decide keeps every rule of the module docs, from any state.
+        #[test]
+        fn decide_keeps_its_rules_from_any_state(s in step()) {
+            let d = decide(&s.state, &s.tick(), &s.settings);
+            if let Err(rule) = invariants::check_decide(&s.state, &s.tick(), &s.settings, &d) {
+                return Err(TestCaseError::fail(format!("{rule}\n{d:#?}")));
+            }
+        }
+
+        /// on_remediation_finished keeps them too, succeeded or failed.
+        #[test]
+        fn finishing_a_step_keeps_the_rules_from_any_state(s in step(), succeeded in any::<bool>()) {
+            let d = on_remediation_finished(&s.state, succeeded, &s.tick(), &s.settings);
+            if let Err(rule) = invariants::check_finished(&s.state, succeeded, &s.tick(), &s.settings, &d) {
+                return Err(TestCaseError::fail(format!("{rule}\n{d:#?}")));
+            }
+        }
+    }
+
+    /// The checker is not vacuous: it refuses an action taken while another event is unfinished.
+    #[test]
+    fn the_checker_catches_an_action_while_busy() {
+        let s = settings();
+        let now = invariants::timestamp(0);
+        let a = super::assessment(Eval::Errors, now);
+        let guard = GuardVerdict::clear();
+        let mut tick = Tick {
+            assessment: &a,
+            now,
+            guard: &guard,
+            ack: None,
+            busy: None,
+        };
+        let state = PolicyState {
+            failure_streak: 5,
+            ..Default::default()
+        };
+        let d = decide(&state, &tick, &s);
+        assert!(d.action.is_some());
+        invariants::check_decide(&state, &tick, &s, &d).unwrap();
+        tick.busy = Some("manual-1");
+        assert_eq!(
+            invariants::check_decide(&state, &tick, &s, &d).unwrap_err(),
+            "never acts while another event is unfinished"
+        );
+    }
+}

@@ -224,7 +224,6 @@ impl PrometheusClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("no content type")
             .to_owned();
-        let json = content_type.starts_with("application/json");
         let too_large = || QueryError::UnexpectedResult {
             message: format!("the answer ({content_type}) is larger than {MAX_BODY} bytes"),
         };
@@ -241,52 +240,7 @@ impl PrometheusClient {
             }
             body.extend_from_slice(&chunk);
         }
-        // What the answer was, never what it said.
-        let described = format!("{content_type}, {} bytes", body.len());
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(QueryError::Auth {
-                url: self.url.clone(),
-                status: status.as_u16(),
-                message: described,
-            });
-        }
-        if !json {
-            return Err(if status.is_success() {
-                QueryError::UnexpectedResult {
-                    message: format!("the answer is not JSON ({described})"),
-                }
-            } else {
-                self.server_error(status, described)
-            });
-        }
-        match serde_json::from_slice::<Envelope>(&body) {
-            Ok(Envelope::Success { data }) => Ok(data),
-            Ok(Envelope::Error { error_type, error }) => Err(match error_type.as_str() {
-                "bad_data" | "execution" => QueryError::BadQuery {
-                    message: snippet(&error),
-                },
-                "timeout" | "canceled" => QueryError::Timeout {
-                    url: self.url.clone(),
-                    timeout: self.timeout,
-                },
-                _ => self.server_error(
-                    status,
-                    format!("{}: {}", snippet(&error_type), snippet(&error)),
-                ),
-            }),
-            Err(_) if status.is_success() => Err(QueryError::UnexpectedResult {
-                message: format!("the answer is not a Prometheus query result ({described})"),
-            }),
-            Err(_) => Err(self.server_error(status, described)),
-        }
-    }
-
-    fn server_error(&self, status: StatusCode, message: String) -> QueryError {
-        QueryError::Server {
-            url: self.url.clone(),
-            status: status.as_u16(),
-            message,
-        }
+        decode(&self.url, self.timeout, status, &content_type, &body)
     }
 
     /// Classifies a failure to get an answer at all.
@@ -414,6 +368,84 @@ fn series(result: PromqlResult) -> Result<Vec<super::Series>, QueryError> {
         _ => Err(QueryError::UnexpectedResult {
             message: "a range query did not return a matrix".into(),
         }),
+    }
+}
+
+/// Reads a whole answer (status, content type, body) of an instant or range query: what the
+/// answer was, never what it said, beyond a Prometheus error envelope's own message.
+fn decode(
+    url: &str,
+    timeout: Duration,
+    status: StatusCode,
+    content_type: &str,
+    body: &[u8],
+) -> Result<PromqlResult, QueryError> {
+    let server_error = |message: String| QueryError::Server {
+        url: url.to_owned(),
+        status: status.as_u16(),
+        message,
+    };
+    let described = format!("{content_type}, {} bytes", body.len());
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Err(QueryError::Auth {
+            url: url.to_owned(),
+            status: status.as_u16(),
+            message: described,
+        });
+    }
+    if !content_type.starts_with("application/json") {
+        return Err(if status.is_success() {
+            QueryError::UnexpectedResult {
+                message: format!("the answer is not JSON ({described})"),
+            }
+        } else {
+            server_error(described)
+        });
+    }
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(Envelope::Success { data }) => Ok(data),
+        Ok(Envelope::Error { error_type, error }) => Err(match error_type.as_str() {
+            "bad_data" | "execution" => QueryError::BadQuery {
+                message: snippet(&error),
+            },
+            "timeout" | "canceled" => QueryError::Timeout {
+                url: url.to_owned(),
+                timeout,
+            },
+            _ => server_error(format!("{}: {}", snippet(&error_type), snippet(&error))),
+        }),
+        Err(_) if status.is_success() => Err(QueryError::UnexpectedResult {
+            message: format!("the answer is not a Prometheus query result ({described})"),
+        }),
+        Err(_) => Err(server_error(described)),
+    }
+}
+
+/// The answer parsing alone, for the fuzz targets and property tests (`fuzzing` feature).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// The URL the errors name.
+    pub const URL: &str = "http://prometheus.test:9090";
+
+    /// An instant query's answer as [`PrometheusClient`] reads it.
+    pub fn instant(
+        status: StatusCode,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Vec<Sample>, QueryError> {
+        samples(decode(URL, DEFAULT_TIMEOUT, status, content_type, body)?)
+    }
+
+    /// A range query's answer as [`PrometheusClient::query_range`] reads it.
+    pub fn range(
+        status: StatusCode,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Vec<super::super::Series>, QueryError> {
+        series(decode(URL, DEFAULT_TIMEOUT, status, content_type, body)?)
     }
 }
 
@@ -633,5 +665,121 @@ mod tests {
             serde_json::from_str::<Envelope>(error).unwrap(),
             Envelope::Error { error_type, .. } if error_type == "bad_data"
         ));
+    }
+
+    /// Marks text that must never be repeated into an error.
+    const CANARY: &str = "canary-7c1f";
+
+    /// Any JSON, with the canary in some strings and keys.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let text = prop_oneof![
+            Just(CANARY.to_owned()),
+            Just("NaN".to_owned()),
+            Just("+Inf".to_owned()),
+            "[0-9.e+-]{0,8}",
+            "\\PC{0,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            text.clone().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            let key = prop_oneof![
+                Just("status".to_owned()),
+                Just("data".to_owned()),
+                Just("resultType".to_owned()),
+                Just("result".to_owned()),
+                Just("metric".to_owned()),
+                Just("value".to_owned()),
+                Just("values".to_owned()),
+                Just("error".to_owned()),
+                Just("errorType".to_owned()),
+                text.clone(),
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Prometheus-shaped answers with arbitrary parts.
+    fn any_answer() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let kind = proptest::sample::select(vec!["vector", "matrix", "scalar", "string", "x"]);
+        let status = proptest::sample::select(vec!["success", "error", "x"]);
+        prop_oneof![
+            any_json(),
+            (status, kind, any_json()).prop_map(|(status, kind, result)| serde_json::json!({
+                "status": status,
+                "data": {"resultType": kind, "result": result},
+            })),
+            (any_json(), any_json(), "[0-9.e+-]{0,8}|NaN|\\PC{0,4}").prop_map(|(metric, t, v)| serde_json::json!({
+                "status": "success",
+                "data": {"resultType": "vector", "result": [{"metric": metric, "value": [t, v]}]},
+            })),
+            (any_json(), any_json(), "[0-9.e+-]{0,8}|NaN").prop_map(|(metric, t, v)| serde_json::json!({
+                "status": "success",
+                "data": {"resultType": "matrix", "result": [{"metric": metric, "values": [[t, v], [t, v]]}]},
+            })),
+        ]
+    }
+
+    /// True when the body is a Prometheus error envelope, whose `error` text is quoted on purpose.
+    fn is_error_envelope(body: &[u8]) -> bool {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .is_ok_and(|v| v.get("status").and_then(|s| s.as_str()) == Some("error"))
+    }
+
+    proptest::proptest! {
+        /// Any JSON (and any bytes), any status: the answer is read or refused, never a panic;
+        /// a refusal quotes nothing of the body unless it is an error envelope, and is bounded.
+        #[test]
+        fn any_answer_is_read_or_refused(
+            answer in any_answer(),
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            raw in proptest::prelude::any::<bool>(),
+            status in proptest::sample::select(vec![200u16, 400, 401, 422, 500, 503]),
+            json in proptest::prelude::any::<bool>(),
+        ) {
+            let body = if raw { garbage } else { serde_json::to_vec(&answer).unwrap() };
+            let status = StatusCode::from_u16(status).unwrap();
+            let content_type = if json { "application/json" } else { "text/html" };
+            for result in [
+                fuzzing::instant(status, content_type, &body).map(|s| s.len()),
+                fuzzing::range(status, content_type, &body).map(|s| s.len()),
+            ] {
+                if let Err(e) = result {
+                    let text = e.to_string();
+                    proptest::prop_assert!(text.chars().count() < 2 * 1001 + 200, "{}", text.len());
+                    if !is_error_envelope(&body) {
+                        proptest::prop_assert!(!text.contains(CANARY), "{}", text);
+                    }
+                }
+            }
+        }
+
+        /// A well-formed vector answer reads as one sample per series, labels and value kept.
+        #[test]
+        fn vectors_read_back(series in proptest::collection::btree_map("[a-z]{1,4}", (proptest::prelude::any::<f64>(), "[a-z]{0,4}"), 0..5)) {
+            let result: Vec<_> = series.iter().map(|(name, (v, label))| serde_json::json!({
+                "metric": {"series": name, "l": label},
+                "value": [1_700_000_000.5, v.to_string()],
+            })).collect();
+            let body = serde_json::to_vec(&serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": result}})).unwrap();
+            let samples = fuzzing::instant(StatusCode::OK, "application/json", &body).unwrap();
+            proptest::prop_assert_eq!(samples.len(), series.len());
+            for (sample, (name, (v, label))) in samples.iter().zip(&series) {
+                proptest::prop_assert_eq!(sample.labels.get("series"), Some(name));
+                proptest::prop_assert_eq!(sample.labels.get("l"), Some(label));
+                proptest::prop_assert!(sample.value == *v || (v.is_nan() && sample.value.is_nan()));
+            }
+        }
     }
 }

@@ -46,15 +46,30 @@ pub struct Vars<'a> {
 impl Vars<'_> {
     fn value(&self, var: Var) -> Result<String, TemplateError> {
         Ok(match var {
-            Var::Namespace => self.namespace.to_owned(),
-            Var::Target => self.target.to_owned(),
-            Var::PodRegex => self
-                .pod_regex
-                .ok_or(TemplateError::NoValue(var.name()))?
-                .to_owned(),
+            Var::Namespace => escape(self.namespace),
+            Var::Target => escape(self.target),
+            Var::PodRegex => escape(self.pod_regex.ok_or(TemplateError::NoValue(var.name()))?),
             Var::Window => promql_duration(self.window),
         })
     }
+}
+
+/// A value as the inside of a double-quoted PromQL string (the form presets use). The target's
+/// name is only length-checked by the schema, so without this a name holding `"` would end the
+/// label value and append its own PromQL to a preset's query. Kubernetes names need no escaping,
+/// so queries of real targets are unchanged.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            // Prometheus ends a string at a raw newline.
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// What is wrong with a template.
@@ -410,5 +425,95 @@ mod tests {
         }
         assert!(validate_metrics(&[m.clone(), query_metric("x", "up(")], "app").is_err());
         validate_metrics(&[m], "app").unwrap();
+    }
+
+    /// The label matchers of every selector in `promql` (instant and range).
+    fn selectors(promql: &str) -> Vec<Vec<(String, String)>> {
+        use promql_parser::{
+            parser::{Expr, VectorSelector},
+            util::{ExprVisitor, walk_expr},
+        };
+        struct Collect(Vec<Vec<(String, String)>>);
+        impl Collect {
+            fn add(&mut self, vs: &VectorSelector) {
+                assert!(vs.matchers.or_matchers.is_empty(), "{vs}");
+                self.0.push(
+                    vs.matchers
+                        .matchers
+                        .iter()
+                        .map(|m| (m.name.clone(), m.value.clone()))
+                        .collect(),
+                );
+            }
+        }
+        impl ExprVisitor for Collect {
+            type Error = ();
+            fn pre_visit(&mut self, expr: &Expr) -> Result<bool, ()> {
+                match expr {
+                    Expr::VectorSelector(vs) => self.add(vs),
+                    Expr::MatrixSelector(ms) => self.add(&ms.vs),
+                    _ => {}
+                }
+                Ok(true)
+            }
+        }
+        let expr = parser::parse(promql).unwrap_or_else(|e| panic!("{e}: {promql}"));
+        let mut c = Collect(vec![]);
+        walk_expr(&mut c, &expr).unwrap();
+        c.0
+    }
+
+    /// Regression: a target name holding a quote ended the label value and added its own PromQL.
+    #[test]
+    fn values_cannot_leave_their_label_value() {
+        let target = r#"web"} or vector(1) or up{x="\"#;
+        let v = Vars { target, ..vars() };
+        let promql = render(&preset_template(Preset::ErrorRate, "app"), &v).unwrap();
+        for matchers in selectors(&promql) {
+            assert!(
+                matchers.contains(&("app".into(), target.into())),
+                "{promql}"
+            );
+            assert!(!matchers.iter().any(|(name, _)| name == "x"), "{promql}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the namespace and target (any text), every selector of every preset matches
+        /// exactly that namespace and target: nothing is added to or cut from the query.
+        #[test]
+        fn rendered_label_values_are_the_values(
+            namespace in "\\PC{0,12}|[a-z\"\\\\{}=~,\n ]{0,12}",
+            target in "\\PC{0,12}|[a-z\"\\\\{}=~,\n ]{0,12}",
+            preset in proptest::sample::select(vec![Preset::ErrorRate, Preset::ResponseTime, Preset::MemoryUsage, Preset::CpuUsage]),
+        ) {
+            let v = Vars { namespace: &namespace, target: &target, ..vars() };
+            let promql = render(&preset_template(preset, "app"), &v).unwrap();
+            check_promql(&promql).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}: {promql}")))?;
+            let all = selectors(&promql);
+            proptest::prop_assert!(!all.is_empty());
+            for matchers in all {
+                let values = |label: &str| matchers.iter().filter(|(n, _)| n == label).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+                proptest::prop_assert_eq!(values("namespace"), vec![namespace.clone()], "{}", promql);
+                let targets = values("app");
+                let pods = values("pod");
+                // Each selector picks the target by its workload label or by its pods.
+                proptest::prop_assert!(targets == vec![target.clone()] || (targets.is_empty() && pods.len() == 1), "{}", promql);
+                let known = ["namespace", "app", "pod", "code", "resource", "__name__"];
+                proptest::prop_assert!(matchers.iter().all(|(n, _)| known.contains(&n.as_str())), "{}", promql);
+            }
+        }
+
+        /// Any template renders or fails with a TemplateError (no panic), and a rendered one
+        /// keeps its literal text: with no variable, render is the identity.
+        #[test]
+        fn render_answers_any_template(template in "\\PC{0,40}|([a-z(){}\" ]{0,6}\\{\\{ ?(namespace|target|podRegex|window|job)? ?(\\}\\})?){0,4}") {
+            let rendered = render(&template, &vars());
+            match variables(&template) {
+                Ok(vars) if vars.is_empty() => proptest::prop_assert_eq!(rendered.unwrap(), template.clone()),
+                Ok(_) => proptest::prop_assert!(rendered.is_ok()),
+                Err(e) => proptest::prop_assert_eq!(rendered.unwrap_err(), e),
+            }
+        }
     }
 }
