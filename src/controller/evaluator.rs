@@ -13,17 +13,14 @@ use std::{
 
 use futures::channel::mpsc;
 use jiff::Timestamp;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, ReplicaSet},
-    core::v1::Secret,
-};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
 use kube::{
     Api, ResourceExt,
     runtime::reflector::{ObjectRef, Store},
 };
 
 use super::{
-    Context, Shutdown,
+    Context, ReplicaSetMeta, Shutdown,
     evaluation::{Evaluation, EvaluationError, key},
 };
 use crate::{
@@ -40,7 +37,7 @@ pub struct Evaluator {
     ctx: Arc<Context>,
     policies: Store<RollbackPolicy>,
     deployments: Store<Deployment>,
-    replica_sets: Store<ReplicaSet>,
+    replica_sets: Store<ReplicaSetMeta>,
     clients: ClientCache,
     latest: Mutex<HashMap<String, Evaluation>>,
     /// The aligned tick at which each policy was last evaluated.
@@ -54,7 +51,7 @@ impl Evaluator {
         ctx: Arc<Context>,
         policies: Store<RollbackPolicy>,
         deployments: Store<Deployment>,
-        replica_sets: Store<ReplicaSet>,
+        replica_sets: Store<ReplicaSetMeta>,
     ) -> Self {
         let clients = ClientCache::new(Some(ctx.metrics.clone()));
         Self {
@@ -335,12 +332,12 @@ fn evaluable(policy: &RollbackPolicy) -> bool {
 
 /// The ReplicaSets a Deployment owns, newest revision last.
 pub fn owned_replica_sets(
-    store: &Store<ReplicaSet>,
+    store: &Store<ReplicaSetMeta>,
     deployment: &Deployment,
-) -> Vec<Arc<ReplicaSet>> {
+) -> Vec<Arc<ReplicaSetMeta>> {
     let uid = deployment.metadata.uid.as_deref();
     let ns = deployment.namespace();
-    let mut owned: Vec<Arc<ReplicaSet>> = store
+    let mut owned: Vec<Arc<ReplicaSetMeta>> = store
         .state()
         .into_iter()
         .filter(|rs| rs.namespace() == ns)
@@ -350,12 +347,12 @@ pub fn owned_replica_sets(
                 .any(|o| Some(o.uid.as_str()) == uid)
         })
         .collect();
-    owned.sort_by_key(|rs| revision(rs));
+    owned.sort_by_key(revision);
     owned
 }
 
 /// A ReplicaSet's `deployment.kubernetes.io/revision`.
-pub fn revision(rs: &ReplicaSet) -> i64 {
+pub fn revision<R: ResourceExt>(rs: &impl std::ops::Deref<Target = R>) -> i64 {
     rs.annotations()
         .get("deployment.kubernetes.io/revision")
         .and_then(|r| r.parse().ok())
