@@ -72,6 +72,11 @@ struct Cli {
     /// The operator binary (default: $CARGO_TARGET_DIR or target, release/frys-rollback).
     #[arg(long)]
     operator_bin: Option<PathBuf>,
+    /// Run the operator with leader election (a Lease renewed every 2 s). Off by default: one
+    /// replica is measured, and under heavy load on these machines a renewal can miss its
+    /// deadline, which ends the process (seen in a baseline run at N = 100).
+    #[arg(long)]
+    leader_election: bool,
     /// Extra arguments for every operator start (repeatable).
     #[arg(long = "operator-arg", allow_hyphen_values = true)]
     operator_args: Vec<String>,
@@ -242,6 +247,9 @@ async fn main() -> anyhow::Result<()> {
     ];
     let start = |phase: &'static str, extra: Vec<String>| {
         let mut args = cli.operator_args.clone();
+        if !cli.leader_election {
+            args.push("--leader-election=false".into());
+        }
         args.extend(extra);
         Operator::start(
             bin.clone(),
