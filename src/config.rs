@@ -148,6 +148,37 @@ pub struct OperatorConfig {
     /// Freeze: no automatic remediation anywhere (manual ones still run).
     #[arg(long, env = "FRYS_FREEZE", default_value_t = false, action = clap::ArgAction::Set)]
     pub freeze: bool,
+
+    /// Policies reconciled at once by the policy controller (and events by the event
+    /// controller): bounds the operator's concurrent API work at start-up and in bursts. 0: no
+    /// bound.
+    #[arg(long, env = "FRYS_RECONCILE_CONCURRENCY", default_value_t = 16)]
+    pub reconcile_concurrency: u16,
+
+    /// Benchmarks only (BENCHMARKS.md): one Prometheus query per policy per signal, as peers
+    /// do, instead of grouped queries. Hidden: it only makes the operator slower.
+    #[arg(
+        long,
+        env = "FRYS_PER_POLICY_QUERIES",
+        hide = true,
+        default_value_t = false
+    )]
+    pub per_policy_queries: bool,
+}
+
+/// Whether the query planner must not group (`--per-policy-queries`). Process-wide, because
+/// the planner is pure and takes no configuration; set once by `run`.
+static PER_POLICY_QUERIES: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Sets [`per_policy_queries`] (from `run`, before the controllers start).
+pub fn set_per_policy_queries(on: bool) {
+    PER_POLICY_QUERIES.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// True when the operator runs with `--per-policy-queries` (benchmarks only).
+pub fn per_policy_queries() -> bool {
+    PER_POLICY_QUERIES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Warning thresholds of presets default to this share of the critical one (the seed only

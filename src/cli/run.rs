@@ -33,10 +33,14 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub leader_election: leader::Settings,
+
+    #[command(flatten)]
+    pub budget: crate::kube_client::Budget,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init_logging(args.log_format);
+    crate::config::set_per_policy_queries(args.config.per_policy_queries);
     let mut kube_config = kube::Config::infer()
         .await
         .context("loading the Kubernetes configuration (KUBECONFIG or in-cluster)")?;
@@ -45,7 +49,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         axum::http::header::USER_AGENT,
         axum::http::HeaderValue::from_static(concat!("frys-rollback/", env!("CARGO_PKG_VERSION"))),
     ));
-    let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
+    let client = crate::kube_client::client(kube_config, args.budget)
+        .context("building the Kubernetes client")?;
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = controller::shutdown_signal();

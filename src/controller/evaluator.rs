@@ -22,10 +22,7 @@ use std::{
 
 use futures::{StreamExt, channel::mpsc};
 use jiff::Timestamp;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, ReplicaSet},
-    core::v1::Secret,
-};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
 use kube::{
     Api, ResourceExt,
     runtime::{
@@ -36,7 +33,7 @@ use kube::{
 };
 
 use super::{
-    Context, Shutdown,
+    Context, ReplicaSetMeta, Shutdown,
     evaluation::{Evaluation, EvaluationError, key},
     scoped_api,
 };
@@ -71,7 +68,7 @@ pub struct Evaluator {
     ctx: Arc<Context>,
     policies: Store<RollbackPolicy>,
     deployments: Store<Deployment>,
-    replica_sets: Store<ReplicaSet>,
+    replica_sets: Store<ReplicaSetMeta>,
     /// Secrets labelled [`secrets::POLICY_ACCESS_LABEL`], watched by [`Evaluator::run`].
     secrets: Store<Secret>,
     secrets_writer: Mutex<Option<Writer<Secret>>>,
@@ -127,7 +124,7 @@ impl Evaluator {
         ctx: Arc<Context>,
         policies: Store<RollbackPolicy>,
         deployments: Store<Deployment>,
-        replica_sets: Store<ReplicaSet>,
+        replica_sets: Store<ReplicaSetMeta>,
     ) -> Self {
         let clients = ClientCache::new(Some(ctx.metrics.clone()));
         let (secrets, writer) = reflector::store();
@@ -684,11 +681,11 @@ fn evaluable(policy: &RollbackPolicy) -> bool {
 
 /// ReplicaSets by owner uid, newest revision last: built once per tick with due policies, so
 /// finding a target's ReplicaSets costs a lookup, not a scan of every ReplicaSet.
-struct OwnedReplicaSets(HashMap<String, Vec<Arc<ReplicaSet>>>);
+struct OwnedReplicaSets(HashMap<String, Vec<Arc<ReplicaSetMeta>>>);
 
 impl OwnedReplicaSets {
-    fn new(store: &Store<ReplicaSet>) -> Self {
-        let mut by_owner: HashMap<String, Vec<Arc<ReplicaSet>>> = HashMap::new();
+    fn new(store: &Store<ReplicaSetMeta>) -> Self {
+        let mut by_owner: HashMap<String, Vec<Arc<ReplicaSetMeta>>> = HashMap::new();
         for rs in store.state() {
             let owners: Vec<String> = rs
                 .owner_references()
@@ -700,12 +697,12 @@ impl OwnedReplicaSets {
             }
         }
         for owned in by_owner.values_mut() {
-            owned.sort_by_key(|rs| revision(rs));
+            owned.sort_by_key(revision);
         }
         Self(by_owner)
     }
 
-    fn of(&self, deployment: &Deployment) -> &[Arc<ReplicaSet>] {
+    fn of(&self, deployment: &Deployment) -> &[Arc<ReplicaSetMeta>] {
         deployment
             .metadata
             .uid
@@ -717,12 +714,12 @@ impl OwnedReplicaSets {
 
 /// The ReplicaSets a Deployment owns, newest revision last.
 pub fn owned_replica_sets(
-    store: &Store<ReplicaSet>,
+    store: &Store<ReplicaSetMeta>,
     deployment: &Deployment,
-) -> Vec<Arc<ReplicaSet>> {
+) -> Vec<Arc<ReplicaSetMeta>> {
     let uid = deployment.metadata.uid.as_deref();
     let ns = deployment.namespace();
-    let mut owned: Vec<Arc<ReplicaSet>> = store
+    let mut owned: Vec<Arc<ReplicaSetMeta>> = store
         .state()
         .into_iter()
         .filter(|rs| rs.namespace() == ns)
@@ -732,12 +729,12 @@ pub fn owned_replica_sets(
                 .any(|o| Some(o.uid.as_str()) == uid)
         })
         .collect();
-    owned.sort_by_key(|rs| revision(rs));
+    owned.sort_by_key(revision);
     owned
 }
 
 /// A ReplicaSet's `deployment.kubernetes.io/revision`.
-pub fn revision(rs: &ReplicaSet) -> i64 {
+pub fn revision<R: ResourceExt>(rs: &impl std::ops::Deref<Target = R>) -> i64 {
     rs.annotations()
         .get("deployment.kubernetes.io/revision")
         .and_then(|r| r.parse().ok())
@@ -811,7 +808,7 @@ mod tests {
 
     #[test]
     fn replica_sets_are_indexed_by_owner() {
-        let rs = |v: serde_json::Value| -> ReplicaSet { serde_json::from_value(v).unwrap() };
+        let rs = |v: serde_json::Value| -> ReplicaSetMeta { serde_json::from_value(v).unwrap() };
         let mut foreign = fixtures::replica_set(7, "other:v1");
         foreign["metadata"]["name"] = json!("api-7");
         foreign["metadata"]["ownerReferences"][0]["uid"] = json!("uid-api");

@@ -40,6 +40,10 @@ pub(super) fn controller(
     let controller = Controller::new(events, watcher::Config::default());
     let store = controller.store();
     let stream = controller
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(ctx.config.reconcile_concurrency),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .map(|result| {

@@ -3,10 +3,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::{
-    api::apps::v1::{Deployment, ReplicaSet},
-    apimachinery::pkg::apis::meta::v1::Condition,
-};
+use k8s_openapi::{api::apps::v1::Deployment, apimachinery::pkg::apis::meta::v1::Condition};
 use kube::ResourceExt;
 
 use super::{condition, evaluation::Evaluation};
@@ -21,9 +18,9 @@ use crate::{
 
 /// What assessment needs to know about the target. `replica_sets` are the Deployment's, newest
 /// revision last.
-pub fn target_state(
+pub fn target_state<R: ResourceExt>(
     deployment: Option<&Deployment>,
-    replica_sets: &[Arc<ReplicaSet>],
+    replica_sets: &[Arc<R>],
 ) -> TargetState {
     TargetState {
         desired_replicas: deployment

@@ -24,6 +24,10 @@ use crate::{config::OperatorConfig, telemetry::Metrics};
 
 pub use conditions::{condition, set_condition};
 
+/// A cached ReplicaSet: metadata only (name, owner, revision annotation, creation time, labels
+/// with the template hash). Its template is read from the API server when a rollback needs it.
+pub type ReplicaSetMeta = kube::core::PartialObjectMeta<k8s_openapi::api::apps::v1::ReplicaSet>;
+
 /// Field manager of the policy controller's status writes.
 pub const POLICY_MANAGER: &str = "frys-rollback-policy";
 /// Field manager of the event controller's status writes.

@@ -214,7 +214,8 @@ fn prepare<P, E>(
     if vars.contains(&Var::PodRegex) && p.pod_regex.is_none() {
         return Prepared::Known(Ok(None));
     }
-    if !vars.contains(&Var::PodRegex) {
+    // `--per-policy-queries` (benchmarks only): every signal runs per target, as peers do.
+    if !vars.contains(&Var::PodRegex) && !crate::config::per_policy_queries() {
         let placeholders = Vars {
             namespace: group::NAMESPACE_PLACEHOLDER,
             target: group::TARGET_PLACEHOLDER,

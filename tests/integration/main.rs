@@ -10,6 +10,7 @@ mod backtest;
 mod chart;
 mod cli;
 mod failover;
+mod faults;
 mod install;
 mod isolation;
 mod notify;

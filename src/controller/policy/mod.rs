@@ -23,7 +23,7 @@ use std::{
 };
 
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -38,8 +38,8 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    Context, Error, POLICY_MANAGER, Shutdown, condition, evaluator::Evaluator, scoped_api,
-    set_condition,
+    Context, Error, POLICY_MANAGER, ReplicaSetMeta, Shutdown, condition, evaluator::Evaluator,
+    scoped_api, set_condition,
 };
 use crate::{
     api::{AlertLevel, RollbackEvent, RollbackPolicy, RollbackPolicyStatus, conditions},
@@ -54,7 +54,7 @@ struct PolicyContext {
     shared: Arc<Context>,
     policies: Store<RollbackPolicy>,
     deployments: Store<Deployment>,
-    replica_sets: Store<ReplicaSet>,
+    replica_sets: Store<ReplicaSetMeta>,
     events: Store<RollbackEvent>,
     evaluator: Arc<Evaluator>,
     /// Per policy, the resourceVersion and status hash of this operator's last status write:
@@ -159,6 +159,8 @@ pub(super) fn controller(
             watcher::Config::default(),
         ),
     )
+    // Cached without managedFields: nothing reads them, and they are most of an object.
+    .modify(|d| d.managed_fields_mut().clear())
     .touched_objects()
     .default_backoff()
     .filter_map(|event| async move {
@@ -174,14 +176,17 @@ pub(super) fn controller(
         ))
     });
 
-    // ReplicaSets give the target's revisions (release time, pod names); cached, no triggers.
-    let (replica_sets, writer) = reflector::store::<ReplicaSet>();
+    // ReplicaSets give the target's revisions (release time, pod names): metadata is enough
+    // (a rollback reads the templates from the API server when it needs them); cached, no
+    // triggers.
+    let (replica_sets, writer) = reflector::store::<ReplicaSetMeta>();
     let replica_set_cache = reflector::reflector(
         writer,
         watcher(
-            scoped_api::<ReplicaSet>(&ctx.client, ns),
+            scoped_api::<ReplicaSetMeta>(&ctx.client, ns),
             watcher::Config::default(),
-        ),
+        )
+        .modify(|rs| rs.managed_fields_mut().clear()),
     )
     .default_backoff()
     .take_until(shutdown.clone())
@@ -261,6 +266,10 @@ pub(super) fn controller(
                 e.namespace()
                     .map(|ns| ObjectRef::new(&e.spec.policy_ref.name).within(&ns))
             },
+        )
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(ctx.config.reconcile_concurrency),
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, pctx)

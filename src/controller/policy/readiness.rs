@@ -176,7 +176,7 @@ async fn missing_references(
                     let Some(d) = target else { continue };
                     let revisions: Vec<i64> = evaluator::owned_replica_sets(&pctx.replica_sets, d)
                         .iter()
-                        .map(|rs| evaluator::revision(rs))
+                        .map(evaluator::revision)
                         .collect();
                     if !revisions.contains(&to) {
                         missing.push(format!(
