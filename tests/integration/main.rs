@@ -9,6 +9,7 @@ mod assessment;
 mod backtest;
 mod chart;
 mod cli;
+mod decisions;
 mod failover;
 mod faults;
 mod install;
