@@ -33,8 +33,9 @@ use kube::{
 };
 
 use super::{
-    Context, ReplicaSetMeta, Shutdown,
+    Context, Shutdown,
     evaluation::{Evaluation, EvaluationError, key},
+    replica_sets::ReplicaSetIndex,
     scoped_api,
 };
 use crate::{
@@ -68,7 +69,7 @@ pub struct Evaluator {
     ctx: Arc<Context>,
     policies: Store<RollbackPolicy>,
     deployments: Store<Deployment>,
-    replica_sets: Store<ReplicaSetMeta>,
+    replica_sets: Arc<ReplicaSetIndex>,
     /// Secrets labelled [`secrets::POLICY_ACCESS_LABEL`], watched by [`Evaluator::run`].
     secrets: Store<Secret>,
     secrets_writer: Mutex<Option<Writer<Secret>>>,
@@ -124,7 +125,7 @@ impl Evaluator {
         ctx: Arc<Context>,
         policies: Store<RollbackPolicy>,
         deployments: Store<Deployment>,
-        replica_sets: Store<ReplicaSetMeta>,
+        replica_sets: Arc<ReplicaSetIndex>,
     ) -> Self {
         let clients = ClientCache::new(Some(ctx.metrics.clone()));
         let (secrets, writer) = reflector::store();
@@ -282,11 +283,9 @@ impl Evaluator {
         if due.is_empty() {
             return (vec![], vec![]);
         }
-        let owned = OwnedReplicaSets::new(&self.replica_sets);
-        let owned = &owned;
         let prepared: Vec<_> = futures::stream::iter(due)
             .map(|(policy, previous)| async move {
-                let member = self.prepare(&policy, owned).await;
+                let member = self.prepare(&policy).await;
                 (policy, previous, member)
             })
             .buffer_unordered(PREPARE_CONCURRENCY)
@@ -421,11 +420,7 @@ impl Evaluator {
         policy = %policy.name_any(),
         namespace = policy.namespace().unwrap_or_default(),
     ))]
-    async fn prepare(
-        &self,
-        policy: &RollbackPolicy,
-        owned: &OwnedReplicaSets,
-    ) -> Result<Member, EvaluationError> {
+    async fn prepare(&self, policy: &RollbackPolicy) -> Result<Member, EvaluationError> {
         let ns = policy.namespace().unwrap_or_default();
         let config = &self.ctx.config;
         let effective = config::effective(&policy.spec, config);
@@ -440,7 +435,10 @@ impl Evaluator {
             .unwrap_or(config.rate_window);
         let target = &policy.spec.target_ref.name;
         let deployment = self.deployments.get(&ObjectRef::new(target).within(&ns));
-        let replica_sets = deployment.as_deref().map_or(&[][..], |d| owned.of(d));
+        let replica_sets = deployment
+            .as_deref()
+            .map(|d| self.replica_sets.owned(d))
+            .unwrap_or_default();
         let names: Vec<String> = replica_sets.iter().map(|rs| rs.name_any()).collect();
         let lookup = ExplainedCache {
             evaluator: self,
@@ -679,60 +677,6 @@ fn evaluable(policy: &RollbackPolicy) -> bool {
         .is_none_or(|c| c.status == "True" || c.reason == conditions::REFERENCE_MISSING)
 }
 
-/// ReplicaSets by owner uid, newest revision last: built once per tick with due policies, so
-/// finding a target's ReplicaSets costs a lookup, not a scan of every ReplicaSet.
-struct OwnedReplicaSets(HashMap<String, Vec<Arc<ReplicaSetMeta>>>);
-
-impl OwnedReplicaSets {
-    fn new(store: &Store<ReplicaSetMeta>) -> Self {
-        let mut by_owner: HashMap<String, Vec<Arc<ReplicaSetMeta>>> = HashMap::new();
-        for rs in store.state() {
-            let owners: Vec<String> = rs
-                .owner_references()
-                .iter()
-                .map(|o| o.uid.clone())
-                .collect();
-            for uid in owners {
-                by_owner.entry(uid).or_default().push(rs.clone());
-            }
-        }
-        for owned in by_owner.values_mut() {
-            owned.sort_by_key(revision);
-        }
-        Self(by_owner)
-    }
-
-    fn of(&self, deployment: &Deployment) -> &[Arc<ReplicaSetMeta>] {
-        deployment
-            .metadata
-            .uid
-            .as_ref()
-            .and_then(|uid| self.0.get(uid))
-            .map_or(&[], Vec::as_slice)
-    }
-}
-
-/// The ReplicaSets a Deployment owns, newest revision last.
-pub fn owned_replica_sets(
-    store: &Store<ReplicaSetMeta>,
-    deployment: &Deployment,
-) -> Vec<Arc<ReplicaSetMeta>> {
-    let uid = deployment.metadata.uid.as_deref();
-    let ns = deployment.namespace();
-    let mut owned: Vec<Arc<ReplicaSetMeta>> = store
-        .state()
-        .into_iter()
-        .filter(|rs| rs.namespace() == ns)
-        .filter(|rs| {
-            rs.owner_references()
-                .iter()
-                .any(|o| Some(o.uid.as_str()) == uid)
-        })
-        .collect();
-    owned.sort_by_key(revision);
-    owned
-}
-
 /// A ReplicaSet's `deployment.kubernetes.io/revision`.
 pub fn revision<R: ResourceExt>(rs: &impl std::ops::Deref<Target = R>) -> i64 {
     rs.annotations()
@@ -776,7 +720,7 @@ mod tests {
     fn evaluator(policies: Store<RollbackPolicy>) -> Evaluator {
         let (client, _server) = fixtures::mock_client();
         let ctx = Arc::new(Context::for_tests(client, OperatorConfig::defaults()));
-        Evaluator::new(ctx, policies, store(vec![]).0, store(vec![]).0)
+        Evaluator::new(ctx, policies, store(vec![]).0, Arc::default())
     }
 
     fn ready(status: &str, reason: &str, observed: i64) -> serde_json::Value {
@@ -804,29 +748,6 @@ mod tests {
         assert!(evaluable(
             &at_generation(2).with_status_json(ready("True", "Valid", 2))
         ));
-    }
-
-    #[test]
-    fn replica_sets_are_indexed_by_owner() {
-        let rs = |v: serde_json::Value| -> ReplicaSetMeta { serde_json::from_value(v).unwrap() };
-        let mut foreign = fixtures::replica_set(7, "other:v1");
-        foreign["metadata"]["name"] = json!("api-7");
-        foreign["metadata"]["ownerReferences"][0]["uid"] = json!("uid-api");
-        let (replica_sets, _w) = store(vec![
-            rs(fixtures::replica_set(2, "demo:v2")),
-            rs(foreign),
-            rs(fixtures::replica_set(1, "demo:v1")),
-        ]);
-        let owned = OwnedReplicaSets::new(&replica_sets);
-        let web = fixtures::deployment("web").build();
-        let names: Vec<String> = owned.of(&web).iter().map(|r| r.name_any()).collect();
-        assert_eq!(names, ["web-1", "web-2"], "owned only, newest last");
-        let scanned: Vec<String> = owned_replica_sets(&replica_sets, &web)
-            .iter()
-            .map(|r| r.name_any())
-            .collect();
-        assert_eq!(names, scanned, "the index agrees with the scan");
-        assert!(owned.of(&fixtures::deployment("new").build()).is_empty());
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ mod evaluator;
 mod event;
 pub(crate) mod health; // pure: also used by `frys-rollback explain`
 mod policy;
+mod replica_sets;
 
 use std::sync::Arc;
 

@@ -16,6 +16,18 @@ use super::{
     record::{self, Decision, Observed},
 };
 
+/// How soon a leader retries a renewal that failed.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
+
+/// Why a try gave no outcome.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("no answer from the API server within {0:?}")]
+    TimedOut(Duration),
+}
+
 /// What one try gave.
 enum Outcome {
     /// We hold the lease; our term ends then.
@@ -42,7 +54,14 @@ impl Elector {
         let mut leading_until: Option<Instant> = None;
         let mut waiting_for: Option<String> = None;
         loop {
-            let outcome = self.try_once().await;
+            // One slow or stuck request must not outlast the term: without a bound, a renewal
+            // waits for the client's read timeout (minutes) while the lease runs out.
+            let outcome = match tokio::time::timeout(self.attempt_timeout(), self.try_once()).await
+            {
+                Ok(outcome) => outcome.map_err(AttemptError::from),
+                Err(_) => Err(AttemptError::TimedOut(self.attempt_timeout())),
+            };
+            let failed = outcome.is_err();
             let now = Instant::now();
             match (outcome, leading_until) {
                 (Ok(Outcome::Leading(until)), was) => {
@@ -75,8 +94,13 @@ impl Elector {
                 term.send_replace(Term::Ended);
                 return;
             }
+            // A failed renewal is retried soon, not a whole period later: the term is running out.
+            let pause = match failed && leading_until.is_some() {
+                true => self.renew_period.min(RETRY_AFTER_FAILURE),
+                false => self.renew_period,
+            };
             tokio::select! {
-                () = tokio::time::sleep(self.renew_period) => {}
+                () = tokio::time::sleep(pause) => {}
                 _ = &mut release => {
                     // Close the fence first: nothing may be written once the lease is free.
                     term.send_replace(Term::Ended);
@@ -87,6 +111,13 @@ impl Elector {
                 }
             }
         }
+    }
+
+    /// A bound on one try (a read and a write), well inside the lease.
+    fn attempt_timeout(&self) -> Duration {
+        self.renew_period
+            .max(Duration::from_secs(1))
+            .min(self.lease / 3)
     }
 
     /// Reads the lease and takes, renews or leaves it; every write is a compare-and-swap on the

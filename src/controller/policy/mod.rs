@@ -39,7 +39,7 @@ use serde_json::json;
 
 use super::{
     Context, Error, POLICY_MANAGER, ReplicaSetMeta, Shutdown, condition, evaluator::Evaluator,
-    scoped_api, set_condition,
+    replica_sets::ReplicaSetIndex, scoped_api, set_condition,
 };
 use crate::{
     api::{AlertLevel, RollbackEvent, RollbackPolicy, RollbackPolicyStatus, conditions},
@@ -54,7 +54,7 @@ struct PolicyContext {
     shared: Arc<Context>,
     policies: Store<RollbackPolicy>,
     deployments: Store<Deployment>,
-    replica_sets: Store<ReplicaSetMeta>,
+    replica_sets: Arc<ReplicaSetIndex>,
     events: Store<RollbackEvent>,
     evaluator: Arc<Evaluator>,
     /// Per policy, the resourceVersion and status hash of this operator's last status write:
@@ -179,22 +179,24 @@ pub(super) fn controller(
     // ReplicaSets give the target's revisions (release time, pod names): metadata is enough
     // (a rollback reads the templates from the API server when it needs them); cached, no
     // triggers.
-    let (replica_sets, writer) = reflector::store::<ReplicaSetMeta>();
-    let replica_set_cache = reflector::reflector(
-        writer,
+    let replica_sets = Arc::new(ReplicaSetIndex::default());
+    let replica_set_cache = {
+        let index = replica_sets.clone();
         watcher(
             scoped_api::<ReplicaSetMeta>(&ctx.client, ns),
             watcher::Config::default(),
         )
-        .modify(|rs| rs.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .take_until(shutdown.clone())
-    .for_each(|event| async move {
-        if let Err(error) = event {
-            tracing::warn!(%error, "watching ReplicaSets");
-        }
-    });
+        .modify(|rs| rs.managed_fields_mut().clear())
+        .default_backoff()
+        .take_until(shutdown.clone())
+        .for_each(move |event| {
+            match event {
+                Ok(event) => index.apply(event),
+                Err(error) => tracing::warn!(%error, "watching ReplicaSets"),
+            }
+            futures::future::ready(())
+        })
+    };
 
     let evaluator = Arc::new(Evaluator::new(
         ctx.clone(),

@@ -174,7 +174,9 @@ async fn missing_references(
                 Reference::Object { kind, name, .. } => to_read.push((strategy, kind, name)),
                 Reference::Revision(to) => {
                     let Some(d) = target else { continue };
-                    let revisions: Vec<i64> = evaluator::owned_replica_sets(&pctx.replica_sets, d)
+                    let revisions: Vec<i64> = pctx
+                        .replica_sets
+                        .owned(d)
                         .iter()
                         .map(evaluator::revision)
                         .collect();

@@ -20,8 +20,8 @@ use crate::{
     },
     assess::{self, AssessInput, Assessment},
     controller::{
-        Context, Error, POLICY_MANAGER, condition, evaluation, evaluation::Evaluation, evaluator,
-        health, set_condition,
+        Context, Error, POLICY_MANAGER, condition, evaluation, evaluation::Evaluation, health,
+        set_condition,
     },
     decide::{self, ClusterView, GuardSettings, PolicyState, Remediate, Tick},
     strategy::{Cluster, Remediation},
@@ -63,7 +63,7 @@ pub(super) async fn run(
     let readings = evaluation.readings.clone().unwrap_or_default();
     let signals = assess::signals(&policy.spec, effective, &readings);
     let replica_sets = target
-        .map(|d| evaluator::owned_replica_sets(&pctx.replica_sets, d))
+        .map(|d| pctx.replica_sets.owned(d))
         .unwrap_or_default();
     let target_state = health::target_state(target, &replica_sets);
     let mut state = PolicyState::from_status(status);
