@@ -126,25 +126,27 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
         writer.seen(&adopted);
     }
 
-    match phase {
-        None => {
-            // Dry run records the decision and changes nothing; an emergency stop ignores it.
-            if policy.spec.dry_run && event.spec.type_ != EventType::Emergency {
-                tracing::info!("event skipped (dry run)");
-                finish(
-                    &mut status,
-                    EventPhase::Skipped,
-                    "dry run: decided, not applied (spec.dryRun is true)".into(),
-                );
-            } else {
-                tracing::info!("event accepted");
-                status.phase = EventPhase::Pending;
-                status.message = Some("accepted".into());
-            }
+    if phase.is_none() {
+        // Dry run records the decision and changes nothing; an emergency stop ignores it.
+        if policy.spec.dry_run && event.spec.type_ != EventType::Emergency {
+            tracing::info!("event skipped (dry run)");
+            finish(
+                &mut status,
+                EventPhase::Skipped,
+                "dry run: decided, not applied (spec.dryRun is true)".into(),
+            );
             writer.write(&status).await?;
-            Ok(Action::requeue(Duration::ZERO))
+            return Ok(Action::await_change());
         }
-        Some(EventPhase::Pending | EventPhase::Executing) => {
+        tracing::info!("event accepted");
+        status.phase = EventPhase::Pending;
+        status.message = Some("accepted".into());
+        writer.write(&status).await?;
+        // Straight on to execution: a fresh read would show only this write (the writer's
+        // compare-and-swap holds the rest), and the round trip is detection-to-patch latency.
+    }
+    match phase.unwrap_or(EventPhase::Pending) {
+        EventPhase::Pending | EventPhase::Executing => {
             // Suspend holds every event, emergencies too (DESIGN: they bypass all but suspend).
             if policy.spec.suspend {
                 status.message = Some("waiting: the policy is suspended".into());
@@ -156,10 +158,8 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
             writer.write(&status).await?;
             Ok(Action::requeue(Duration::ZERO))
         }
-        Some(EventPhase::Verifying) => {
-            verify(&ctx, &event, &policy, &mut writer, &mut status).await
-        }
-        Some(_) => Ok(Action::await_change()),
+        EventPhase::Verifying => verify(&ctx, &event, &policy, &mut writer, &mut status).await,
+        _ => Ok(Action::await_change()),
     }
 }
 
