@@ -151,7 +151,9 @@ pub fn conforms(event: &Value) -> Result<(), String> {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         });
     if !type_.starts_with("io.frys.rollback.") || !reverse_dns {
-        return Err(format!("type {type_} is not reverse-DNS io.frys.rollback.*"));
+        return Err(format!(
+            "type {type_} is not reverse-DNS io.frys.rollback.*"
+        ));
     }
     if let Some(time) = object.get("time") {
         let time = time.as_str().ok_or("time must be a string")?;
@@ -192,11 +194,11 @@ pub fn conforms(event: &Value) -> Result<(), String> {
 /// RFC 3986 URI-reference: a URI (`scheme:` then the rest) or a relative reference, made of
 /// the characters the grammar allows (percent-escapes well formed).
 fn uri_reference(s: &str) -> bool {
-    let allowed =
-        |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/?#%[]".contains(c);
-    let escapes_ok = s.split('%').skip(1).all(|rest| {
-        rest.len() >= 2 && rest.chars().take(2).all(|c| c.is_ascii_hexdigit())
-    });
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/?#%[]".contains(c);
+    let escapes_ok = s
+        .split('%')
+        .skip(1)
+        .all(|rest| rest.len() >= 2 && rest.chars().take(2).all(|c| c.is_ascii_hexdigit()));
     let scheme_ok = match s.split_once(':') {
         // A colon before any `/`, `?` or `#` ends a scheme, which must be well formed.
         Some((head, _)) if !head.contains(['/', '?', '#']) => {

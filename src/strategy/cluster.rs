@@ -10,8 +10,8 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    Change, Error, Kind, Objects, Origin, Plan, Record, Remediation, Request, Step,
-    WaitAvailable, json, plan_undo,
+    Change, Error, Kind, Objects, Origin, Plan, Record, Remediation, Request, Step, WaitAvailable,
+    json, plan_undo,
 };
 use crate::{api::Action, leader::Fence};
 

@@ -426,7 +426,11 @@ impl Plan {
 
     /// The records of the planned changes and calls, e.g. to persist them before executing.
     pub fn actions(&self) -> Vec<Action> {
-        self.steps.iter().filter_map(Step::action).cloned().collect()
+        self.steps
+            .iter()
+            .filter_map(Step::action)
+            .cloned()
+            .collect()
     }
 }
 

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Call, Error, Objects, Plan, Reference, Record, Step, Strategy};
+use super::{Call, Error, Objects, Plan, Record, Reference, Step, Strategy};
 use crate::api::{Action, StrategyKind, WebhookFormat, WebhookSpec};
 use crate::notify::cloudevents::{self, Context};
 
@@ -213,12 +213,16 @@ mod tests {
     }
 
     fn base() -> url::Url {
-        "https://hooks.example:8443/frys/apply?token=t".parse().unwrap()
+        "https://hooks.example:8443/frys/apply?token=t"
+            .parse()
+            .unwrap()
     }
 
     #[test]
     fn plans_one_call_recording_the_secret_not_the_url() {
-        let s = spec(json!({"urlSecretRef": {"name": "hook", "key": "url"}, "timeout": "2s", "retries": 1}));
+        let s = spec(
+            json!({"urlSecretRef": {"name": "hook", "key": "url"}, "timeout": "2s", "retries": 1}),
+        );
         let plan = s.plan("web", &()).unwrap();
         assert!(!plan.is_noop());
         let [Step::Call(call)] = &plan.steps[..] else {
@@ -340,7 +344,10 @@ mod tests {
         ] {
             assert_eq!(path(other), Err(UndoRefused::OtherOrigin), "{other}");
         }
-        assert_eq!(path(r#"{"undoUrl": "http://[::1"}"#), Err(UndoRefused::Invalid));
+        assert_eq!(
+            path(r#"{"undoUrl": "http://[::1"}"#),
+            Err(UndoRefused::Invalid)
+        );
         for none in ["", "ok", "[]", r#"{"undo": "/x"}"#, r#"{"undoUrl": 3}"#] {
             assert_eq!(path(none), Ok(None), "{none}");
         }

@@ -389,8 +389,10 @@ async fn url_from_a_real_secret() {
 }
 
 /// A receiver that records every request's Content-Type and body, failing the first with 503.
-async fn recording_receiver() -> (Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>, String)
-{
+async fn recording_receiver() -> (
+    Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    String,
+) {
     use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
     let seen: Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
     let record = seen.clone();

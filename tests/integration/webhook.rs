@@ -227,10 +227,9 @@ async fn a_webhook_rung_is_called_recorded_verified_and_undone() {
     assert_eq!(status.phase, EventPhase::Succeeded, "{status:?}");
     let verification = status.verification.as_ref().unwrap();
     assert!(
-        verification
-            .checks
-            .iter()
-            .any(|c| c.name == "availability" && c.status == frys_rollback::api::CheckStatus::Passed),
+        verification.checks.iter().any(
+            |c| c.name == "availability" && c.status == frys_rollback::api::CheckStatus::Passed
+        ),
         "{verification:?}"
     );
 
@@ -249,7 +248,13 @@ async fn a_webhook_rung_is_called_recorded_verified_and_undone() {
     );
     let name = event.metadata.name.clone().unwrap();
     assert_eq!(ce["subject"], format!("rollbackevents/{name}"));
-    assert!(ce["time"].as_str().unwrap().parse::<jiff::Timestamp>().is_ok());
+    assert!(
+        ce["time"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .is_ok()
+    );
     assert_eq!(ce["datacontenttype"], "application/json");
     assert_eq!(ce["data"]["target"], "web");
     assert_eq!(ce["data"]["reason"], "flush the CDN");
@@ -262,7 +267,11 @@ async fn a_webhook_rung_is_called_recorded_verified_and_undone() {
         (action.kind.as_str(), action.name.as_str()),
         ("Webhook", "hook")
     );
-    assert!(action.summary.ends_with("answered 2xx, undoable"), "{}", action.summary);
+    assert!(
+        action.summary.ends_with("answered 2xx, undoable"),
+        "{}",
+        action.summary
+    );
     assert_eq!(action.previous.as_ref().unwrap()["undoPath"], "/undo/42");
     assert!(action.applied_at.is_some() && !action.undone);
 
@@ -312,7 +321,11 @@ async fn a_failing_webhook_fails_its_event_and_the_incident_escalates() {
         "{message}"
     );
     assert!(status.actions.is_empty(), "{:?}", status.actions);
-    assert_eq!(hook.received("/apply").len(), 2, "one attempt and one retry");
+    assert_eq!(
+        hook.received("/apply").len(),
+        2,
+        "one attempt and one retry"
+    );
 
     // Escalation, as after any failed rung: the next rung runs and succeeds.
     let rollback = support::finished_event("the escalated rollback", TIMEOUT, &events, |e| {
@@ -325,12 +338,18 @@ async fn a_failing_webhook_fails_its_event_and_the_incident_escalates() {
         "{:?}",
         rollback.status
     );
-    let failed = events.get(&failed.metadata.name.clone().unwrap()).await.unwrap();
+    let failed = events
+        .get(&failed.metadata.name.clone().unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         failed.status.as_ref().unwrap().escalated_to,
         rollback.metadata.name
     );
-    assert_eq!(support::image(&deployments.get("web").await.unwrap()), "demo:v1");
+    assert_eq!(
+        support::image(&deployments.get("web").await.unwrap()),
+        "demo:v1"
+    );
     assert_nothing_echoed(&ns, &failed, &operator);
 }
 
@@ -405,7 +424,10 @@ async fn an_undo_url_on_another_origin_is_not_followed() {
         s.undo_refused.clone()
     })
     .await;
-    assert!(refused.contains("not undoable by the operator"), "{refused}");
+    assert!(
+        refused.contains("not undoable by the operator"),
+        "{refused}"
+    );
     assert!(elsewhere.received("/undo/7").is_empty());
     let event = events.get(&name).await.unwrap();
     assert!(!event.status.as_ref().unwrap().actions[0].undone);
