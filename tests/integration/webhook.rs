@@ -27,7 +27,7 @@ use kube::{
 use serde_json::{Value, json};
 
 use crate::support::{
-    self, Operator, condition, create_secret, deployment, eventually, kubectl_apply,
+    self, Operator, await_condition, create_secret, deployment, eventually, kubectl_apply,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -203,22 +203,15 @@ async fn a_webhook_rung_is_called_recorded_verified_and_undone() {
     let (ok, _, err) = kubectl_apply(&ns, &policy(&unlabelled));
     assert!(ok, "{err}");
     let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
-    let message = eventually("Ready=False for the unlabelled Secret", TIMEOUT, || async {
-        let (status, reason, message) = condition(&policies.get("web").await.ok()?, "Ready")?;
-        (status == "False" && reason == "RungReferenceMissing").then_some(message)
-    })
-    .await;
+    let (reason, message) = await_condition(&policies, "web", "Ready", "False", TIMEOUT).await;
+    assert_eq!(reason, "RungReferenceMissing");
     assert!(
         message.contains("Webhook: Secret \"unlabelled\" is not labelled"),
         "{message}"
     );
     let (ok, _, err) = kubectl_apply(&ns, &policy(WEBHOOK_RUNG));
     assert!(ok, "{err}");
-    eventually("Ready=True with the labelled Secret", TIMEOUT, || async {
-        let (status, _, _) = condition(&policies.get("web").await.ok()?, "Ready")?;
-        (status == "True").then_some(())
-    })
-    .await;
+    await_condition(&policies, "web", "Ready", "True", TIMEOUT).await;
 
     trigger(&ns);
     let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
@@ -303,11 +296,7 @@ async fn a_failing_webhook_fails_its_event_and_the_incident_escalates() {
     let (ok, _, err) = kubectl_apply(&ns, &policy(&ladder));
     assert!(ok, "{err}");
     let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
-    eventually("healthy before the release", TIMEOUT, || async {
-        let p = policies.get("web").await.ok()?;
-        (condition(&p, "Healthy")?.0 == "True").then_some(())
-    })
-    .await;
+    await_condition(&policies, "web", "Healthy", "True", TIMEOUT).await;
 
     // A bad release: the Webhook rung (first in the ladder for Release) answers 503.
     support::set_image(&deployments, "web", "demo:v2-faulty").await;
