@@ -32,6 +32,7 @@ const PURE: &[&str] = &[
     "src/strategy/environment_switch.rs",
     "src/strategy/version_rollback.rs",
     "src/strategy/emergency_shutdown.rs",
+    "src/strategy/webhook.rs",
     "src/strategy/route",
     "src/strategy/scale.rs",
     "src/strategy/record.rs",

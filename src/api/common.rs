@@ -75,13 +75,16 @@ pub enum StrategyKind {
     VersionRollback,
     /// Scale the workload to zero (and optionally cut its traffic); recovery is manual.
     EmergencyShutdown,
+    /// POST the remediation to a URL from a Secret; the answer is the result (2xx applied).
+    Webhook,
 }
 api_enum!(StrategyKind {
     CircuitBreaker,
     TrafficShifting,
     EnvironmentSwitch,
     VersionRollback,
-    EmergencyShutdown
+    EmergencyShutdown,
+    Webhook
 });
 
 impl StrategyKind {
@@ -93,6 +96,9 @@ impl StrategyKind {
             Self::EnvironmentSwitch => IncidentClass::Dependency,
             Self::VersionRollback => IncidentClass::Release,
             Self::EmergencyShutdown => IncidentClass::Unavailable,
+            // What a webhook does is the user's; an external action most often answers an
+            // environment-level failure. Rungs say `incidents` to choose.
+            Self::Webhook => IncidentClass::Dependency,
         }
     }
 

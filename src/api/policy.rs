@@ -486,4 +486,7 @@ pub enum WebhookFormat {
     /// Generic JSON document with all alert fields.
     #[default]
     Json,
+    /// A CloudEvents 1.0 event in structured JSON mode (`application/cloudevents+json`), the
+    /// JSON document as its `data`.
+    CloudEvents,
 }

@@ -15,7 +15,8 @@ use super::*;
     {"rule": "(self.type == 'TrafficShifting') == has(self.trafficShifting)", "message": "type TrafficShifting needs the trafficShifting member, and only it"},
     {"rule": "(self.type == 'EnvironmentSwitch') == has(self.environmentSwitch)", "message": "type EnvironmentSwitch needs the environmentSwitch member, and only it"},
     {"rule": "self.type == 'VersionRollback' || !has(self.versionRollback)", "message": "versionRollback is set on a rung whose type is not VersionRollback"},
-    {"rule": "self.type == 'EmergencyShutdown' || !has(self.emergencyShutdown)", "message": "emergencyShutdown is set on a rung whose type is not EmergencyShutdown"}
+    {"rule": "self.type == 'EmergencyShutdown' || !has(self.emergencyShutdown)", "message": "emergencyShutdown is set on a rung whose type is not EmergencyShutdown"},
+    {"rule": "(self.type == 'Webhook') == has(self.webhook)", "message": "type Webhook needs the webhook member, and only it"}
 ]))]
 pub struct Rung {
     /// The strategy of this rung.
@@ -23,7 +24,7 @@ pub struct Rung {
     pub type_: StrategyKind,
     /// Incident classes this rung answers. Default: the strategy's own class (CircuitBreaker:
     /// Performance, TrafficShifting: Errors, EnvironmentSwitch: Dependency, VersionRollback:
-    /// Release, EmergencyShutdown: Unavailable).
+    /// Release, EmergencyShutdown: Unavailable, Webhook: Dependency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     // Not `on`: YAML 1.1 readers (kubectl, Helm) read an unquoted `on` key as `true`.
     #[schemars(length(min = 1, max = 5))]
@@ -42,6 +43,8 @@ pub struct Rung {
     pub version_rollback: Option<VersionRollbackSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emergency_shutdown: Option<EmergencyShutdownSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
 }
 
 impl Rung {
@@ -182,4 +185,29 @@ pub struct EmergencyShutdownSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub backend: Option<String>,
+}
+
+/// Webhook: POST the remediation (CloudEvents or JSON) to a URL read from a Secret. A 2xx
+/// answer means applied; its optional JSON body `{"undoUrl": "..."}` names where undo POSTs
+/// (same origin as the Secret's URL). Anything else, after the retries, means failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.format) || self.format != 'Slack'", "message": "format must be CloudEvents or Json"},
+    {"rule": "!has(self.timeout) || (duration(self.timeout) >= duration('100ms') && duration(self.timeout) <= duration('5m'))", "message": "timeout must be between 100ms and 5m"}
+]))]
+pub struct WebhookSpec {
+    /// Secret key holding the URL (the Secret must be labelled rollback.frys.io/policy-access: "true").
+    pub url_secret_ref: SecretKeyRef,
+    /// Body format: CloudEvents (default) or Json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<WebhookFormat>,
+    /// Timeout of one attempt. Default 10s. The whole call is also bounded by rollbackTimeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Further attempts after a timeout, a connection error, a 5xx or a 429, with exponential
+    /// backoff from 500ms. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 10))]
+    pub retries: Option<u32>,
 }

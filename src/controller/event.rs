@@ -194,7 +194,9 @@ async fn execute(
         .get_or_insert_with(|| Time(Timestamp::now()));
     status.message = Some(format!("applying {strategy}"));
 
-    let cluster = Cluster::new(ctx.client.clone(), &ns).with_fence(ctx.fence.clone());
+    let cluster = Cluster::new(ctx.client.clone(), &ns)
+        .with_fence(ctx.fence.clone())
+        .with_origin(origin(ctx, event));
     let target = &policy.spec.target_ref.name;
     let deadline = tokio::time::Instant::now() + timeout;
     let timed_out = || {
@@ -456,7 +458,9 @@ async fn undo(
             "undo: nothing to undo (no action, or all undone already)".to_string()
         }
         "true" | "force" => {
-            let cluster = Cluster::new(ctx.client.clone(), &ns).with_fence(ctx.fence.clone());
+            let cluster = Cluster::new(ctx.client.clone(), &ns)
+                .with_fence(ctx.fence.clone())
+                .with_origin(origin(ctx, event));
             match strategy::undo(&cluster, &status.actions, value == "force").await {
                 Ok(actions) => {
                     status.actions = actions;
@@ -485,6 +489,17 @@ async fn undo(
         .patch(&name, &PatchParams::default(), &Patch::Merge(remove))
         .await?;
     Ok(Action::await_change())
+}
+
+/// The event a webhook call is made for, as its body names it.
+fn origin(ctx: &Context, event: &RollbackEvent) -> strategy::Origin {
+    strategy::Origin {
+        policy: event.spec.policy_ref.name.clone(),
+        event: event.name_any(),
+        event_uid: event.uid().unwrap_or_default(),
+        reason: event.spec.reason.clone(),
+        environment: ctx.config.environment.clone(),
+    }
 }
 
 /// A succeeded rung that half-opens (a circuit breaker) whose change is still in place.

@@ -1,10 +1,11 @@
-//! Alert notifications to webhooks (Slack-compatible or generic JSON).
+//! Alert notifications to webhooks (Slack-compatible, generic JSON or CloudEvents).
 //!
 //! [`Notifier::notify`] never blocks its caller: for each sink whose `minLevel` (default
 //! Warning) the alert reaches, it spawns a task that reads the webhook URL from the policy's
 //! Secret and posts the payload, retrying with exponential backoff on connection errors,
 //! timeouts, 5xx and 429. The URL is a credential: logs name the Secret and key, never the URL.
 
+pub mod cloudevents;
 mod payload;
 
 use std::{
@@ -20,7 +21,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use tokio::task::JoinHandle;
 
-pub use payload::{Alert, json_payload, payload, slack_payload, summary};
+pub use payload::{Alert, content_type, json_payload, payload, slack_payload, summary};
 
 use crate::api::{AlertLevel, NotificationSpec, SecretKeyRef};
 use crate::prometheus::secrets::{CredentialsError, check_policy_access, secret_value};
@@ -210,28 +211,18 @@ impl Notifier {
     ) -> Delivery {
         let key = &sink.webhook.url_secret_ref;
         let name = format!("{}/{}", key.name, key.key);
-        let (attempts, result) = match resolver.resolve_url(namespace, key).await {
-            Err(e) => (0, Err(NotifyError::from(e))),
-            Ok(url) => match reqwest::Url::parse(&url) {
-                Ok(url) if crate::egress::check_url(&url).is_err() => (
-                    0,
-                    Err(NotifyError::Refused {
-                        secret: key.name.clone(),
-                        key: key.key.clone(),
-                    }),
-                ),
-                Ok(url) if matches!(url.scheme(), "http" | "https") => {
-                    let body = payload(sink.webhook.format, alert);
-                    self.post_with_retries(url, &body, &name).await
-                }
-                _ => (
-                    0,
-                    Err(NotifyError::InvalidUrl {
-                        secret: key.name.clone(),
-                        key: key.key.clone(),
-                    }),
-                ),
-            },
+        let (attempts, result) = match webhook_url(resolver, namespace, key).await {
+            Err(e) => (0, Err(e)),
+            Ok(url) => {
+                let format = sink.webhook.format;
+                let body = payload(format, alert);
+                let (n, result) =
+                    post_with_retries(&self.http, url, &body, content_type(format), &self.retry)
+                        .await;
+                let retries = u64::from(n.saturating_sub(1));
+                self.stats.retries.fetch_add(retries, Ordering::Relaxed);
+                (n, result.map(drop))
+            }
         };
         match &result {
             Ok(()) => {
@@ -255,39 +246,91 @@ impl Notifier {
             result,
         }
     }
+}
 
-    async fn post_with_retries(
-        &self,
-        url: reqwest::Url,
-        body: &serde_json::Value,
-        name: &str,
-    ) -> (u32, Result<(), NotifyError>) {
-        let attempts = self.retry.attempts.max(1);
-        let mut n = 0;
-        loop {
-            n += 1;
-            let error = match self.http.post(url.clone()).json(body).send().await {
-                Ok(resp) if resp.status().is_success() => return (n, Ok(())),
-                Ok(resp) => NotifyError::Status {
-                    status: resp.status().as_u16(),
-                },
+/// The URL in a policy's Secret, checked: http(s) only, and not to a link-local or metadata
+/// address (`crate::egress`). Errors name the Secret and key, never the URL.
+pub async fn webhook_url<R: UrlResolver>(
+    resolver: &R,
+    namespace: &str,
+    key: &SecretKeyRef,
+) -> Result<reqwest::Url, NotifyError> {
+    let url = resolver.resolve_url(namespace, key).await?;
+    let invalid = || NotifyError::InvalidUrl {
+        secret: key.name.clone(),
+        key: key.key.clone(),
+    };
+    let url = reqwest::Url::parse(&url).map_err(|_| invalid())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid());
+    }
+    crate::egress::check_url(&url).map_err(|_| NotifyError::Refused {
+        secret: key.name.clone(),
+        key: key.key.clone(),
+    })?;
+    Ok(url)
+}
+
+/// The most of a 2xx answer's body that is read (enough for a small JSON document).
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// POSTs `body` with `retry`'s attempts, per-attempt timeout and backoff, retrying transport
+/// errors, 5xx and 429. Returns the attempts made and, on a 2xx, the start of the answer's body
+/// (at most 64 KiB; for the caller to read, never to echo). `http` must follow no redirects.
+pub async fn post_with_retries(
+    http: &reqwest::Client,
+    url: reqwest::Url,
+    body: &serde_json::Value,
+    content_type: &str,
+    retry: &RetryPolicy,
+) -> (u32, Result<Vec<u8>, NotifyError>) {
+    let attempts = retry.attempts.max(1);
+    let body = body.to_string();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let request = http
+            .post(url.clone())
+            .timeout(retry.timeout)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body.clone());
+        let error = match request.send().await {
+            Ok(resp) if resp.status().is_success() => match read_answer(resp).await {
+                Ok(answer) => return (n, Ok(answer)),
                 Err(e) => NotifyError::Transport {
                     kind: transport_kind(&e),
                 },
-            };
-            if n >= attempts || !error.retryable() {
-                return (n, Err(error));
-            }
-            let wait = self.retry.backoff(n);
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(sink = %name, attempt = n, %error, ?wait, "retrying alert notification");
-            tokio::time::sleep(wait).await;
+            },
+            Ok(resp) => NotifyError::Status {
+                status: resp.status().as_u16(),
+            },
+            Err(e) => NotifyError::Transport {
+                kind: transport_kind(&e),
+            },
+        };
+        if n >= attempts || !error.retryable() {
+            return (n, Err(error));
         }
+        let wait = retry.backoff(n);
+        tracing::debug!(attempt = n, %error, ?wait, "retrying webhook POST");
+        tokio::time::sleep(wait).await;
     }
 }
 
+async fn read_answer(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut answer = vec![];
+    while let Some(chunk) = resp.chunk().await? {
+        answer.extend_from_slice(&chunk);
+        if answer.len() >= MAX_ANSWER {
+            answer.truncate(MAX_ANSWER);
+            break;
+        }
+    }
+    Ok(answer)
+}
+
 /// A description of a reqwest error without its URL (reqwest's Display includes it).
-fn transport_kind(e: &reqwest::Error) -> &'static str {
+pub(crate) fn transport_kind(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {

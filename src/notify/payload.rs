@@ -1,4 +1,5 @@
-//! The alert and the two payload shapes sinks receive. Pure: no I/O.
+//! The alert and the payload shapes sinks receive (CloudEvents in `cloudevents.rs`). Pure: no
+//! I/O.
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -28,6 +29,15 @@ pub fn payload(format: WebhookFormat, alert: &Alert) -> Value {
     match format {
         WebhookFormat::Slack => slack_payload(alert),
         WebhookFormat::Json => json_payload(alert),
+        WebhookFormat::CloudEvents => super::cloudevents::alert_event(alert),
+    }
+}
+
+/// The Content-Type of a body of this format.
+pub fn content_type(format: WebhookFormat) -> &'static str {
+    match format {
+        WebhookFormat::CloudEvents => super::cloudevents::CONTENT_TYPE,
+        WebhookFormat::Slack | WebhookFormat::Json => "application/json",
     }
 }
 

@@ -10,8 +10,8 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    Change, Error, Kind, Objects, Plan, Record, Remediation, Request, Step, WaitAvailable, json,
-    plan_undo,
+    Change, Error, Kind, Objects, Origin, Plan, Record, Remediation, Request, Step, WaitAvailable,
+    json, plan_undo,
 };
 use crate::{api::Action, leader::Fence};
 
@@ -25,10 +25,12 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Access to one namespace (the policy's).
 #[derive(Clone)]
 pub struct Cluster {
-    client: Client,
+    pub(super) client: Client,
     namespace: String,
     /// Checked before every write; open unless set by [`Cluster::with_fence`].
-    fence: Fence,
+    pub(super) fence: Fence,
+    /// The event calls are made for (named in webhook bodies); see [`Cluster::with_origin`].
+    origin: Origin,
 }
 
 /// A failure part way: the error, and the actions as they stand (for apply: those performed
@@ -144,6 +146,7 @@ impl Cluster {
             client,
             namespace: namespace.into(),
             fence: Fence::unfenced(),
+            origin: Origin::default(),
         }
     }
 
@@ -163,8 +166,9 @@ impl Cluster {
             let result = match step {
                 Step::Change(change) => self.perform(change).await.map(|a| done.push(a)),
                 Step::WaitAvailable(wait) => self.wait_available(wait).await,
+                Step::Call(call) => self.call(call, &self.origin).await.map(|a| done.push(a)),
             };
-            if result.is_ok() && matches!(step, Step::Change(_)) {
+            if result.is_ok() && step.action().is_some() {
                 failpoint_after_change(done.len());
             }
             if let Err(error) = result {
@@ -216,6 +220,10 @@ impl Cluster {
     }
 
     async fn undo_one(&self, action: &Action, force: bool) -> Result<(), Error> {
+        // A call changed nothing here to compare with: `force` has no meaning for it.
+        if let Ok(Record::Webhook { .. }) = Record::of(action) {
+            return self.undo_call(action, &self.origin).await;
+        }
         let kind = Kind::from_type(&action.api_version, &action.kind).ok_or_else(|| {
             Error::InvalidRecord {
                 kind: action.kind.clone(),
@@ -279,6 +287,12 @@ impl Cluster {
     /// its next step instead of racing the new one.
     pub fn with_fence(self, fence: Fence) -> Self {
         Self { fence, ..self }
+    }
+
+    /// The event (and policy) the calls of this cluster's plans are made for, named in their
+    /// bodies.
+    pub fn with_origin(self, origin: Origin) -> Self {
+        Self { origin, ..self }
     }
 }
 

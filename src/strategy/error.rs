@@ -96,6 +96,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// A webhook call failed or was refused. Names the Secret and key, never the URL, and
+    /// never the answer's body.
+    #[error("webhook (Secret {secret:?} key {key:?}): {detail}")]
+    Webhook {
+        secret: String,
+        key: String,
+        detail: String,
+    },
+
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 
@@ -127,6 +136,7 @@ impl Error {
             Error::Timeout { .. } => "Timeout",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidRecord { .. } => "InvalidRecord",
+            Error::Webhook { .. } => "Webhook",
             Error::Kube(_) => "Kube",
             Error::NotLeader(_) => "NotLeader",
         }

@@ -22,7 +22,12 @@
 //! - Service selector: JSON merge patch of `spec.selector`, guarded by the resourceVersion read.
 //! - HPA pin: JSON Patch guarded by a `test` of the whole `spec` (the HPA controller rewrites
 //!   status all the time, so a resourceVersion guard would fail for no reason).
+//!
+//! Not every step is a Kubernetes write: a [`Step::Call`] is an HTTP POST to a URL from a
+//! Secret (the Webhook rung), planned as data like a patch and performed by the same executor
+//! (`call.rs`), its answer recorded in the step's action so undo can call back.
 
+mod call;
 mod circuit_breaker;
 mod cluster;
 mod emergency_shutdown;
@@ -37,6 +42,7 @@ mod scale;
 mod traffic_shifting;
 mod undo_plan;
 mod version_rollback;
+mod webhook;
 
 use std::{future::Future, time::Duration};
 
@@ -44,7 +50,8 @@ use serde_json::Value;
 
 use crate::api::{
     Action, CircuitBreakerSpec, EmergencyShutdownSpec, EnvironmentSwitchSpec, RollbackTarget,
-    RouteRef, Rung, StrategyKind, TrafficShiftingSpec, VersionRollbackSpec,
+    RouteRef, Rung, SecretKeyRef, StrategyKind, TrafficShiftingSpec, VersionRollbackSpec,
+    WebhookFormat, WebhookSpec,
 };
 
 pub use circuit_breaker::DEFAULT_OPEN_DURATION;
@@ -59,6 +66,7 @@ pub use undo_plan::plan_undo;
 pub use version_rollback::{
     CHANGE_CAUSE, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, superseded, template_hash,
 };
+pub use webhook::{DEFAULT_RETRIES, DEFAULT_TIMEOUT, Origin};
 
 /// Reads of the objects a strategy plans from: the seam between the planners and the cluster
 /// ([`Cluster`] in the operator, plain data in tests).
@@ -146,6 +154,8 @@ pub enum Reference {
     },
     /// A revision of the target Deployment.
     Revision(i64),
+    /// A key of a Secret in the policy's namespace, labelled for policies' use.
+    Secret(SecretKeyRef),
 }
 
 impl Reference {
@@ -226,6 +236,7 @@ pub enum Remediation {
     EnvironmentSwitch(EnvironmentSwitchSpec),
     VersionRollback(VersionRollbackSpec),
     EmergencyShutdown(EmergencyShutdownSpec),
+    Webhook(WebhookSpec),
 }
 
 /// Calls `$body` with `$s` bound to the strategy inside a [`Remediation`].
@@ -237,6 +248,7 @@ macro_rules! each {
             Remediation::EnvironmentSwitch($s) => $body,
             Remediation::VersionRollback($s) => $body,
             Remediation::EmergencyShutdown($s) => $body,
+            Remediation::Webhook($s) => $body,
         }
     };
 }
@@ -269,6 +281,9 @@ impl Remediation {
             }
             StrategyKind::EmergencyShutdown => {
                 Self::EmergencyShutdown(rung.emergency_shutdown.clone().unwrap_or_default())
+            }
+            StrategyKind::Webhook => {
+                Self::Webhook(rung.webhook.clone().ok_or_else(|| missing("webhook"))?)
             }
         })
     }
@@ -360,6 +375,7 @@ pub fn restore_of(kind: StrategyKind) -> Restore {
         StrategyKind::EnvironmentSwitch => EnvironmentSwitchSpec::RESTORE,
         StrategyKind::VersionRollback => VersionRollbackSpec::RESTORE,
         StrategyKind::EmergencyShutdown => EmergencyShutdownSpec::RESTORE,
+        StrategyKind::Webhook => WebhookSpec::RESTORE,
     }
 }
 
@@ -376,10 +392,7 @@ impl Plan {
     fn new(strategy: StrategyKind, steps: Vec<Step>) -> Self {
         let summary = steps
             .iter()
-            .filter_map(|s| match s {
-                Step::Change(c) => Some(c.action.summary.clone()),
-                Step::WaitAvailable(_) => None,
-            })
+            .filter_map(|s| s.action().map(|a| a.summary.clone()))
             .collect::<Vec<_>>()
             .join("; ");
         Self {
@@ -398,21 +411,26 @@ impl Plan {
         }
     }
 
-    /// True when the plan changes nothing.
+    /// True when the plan changes nothing (no write, no call).
     pub fn is_noop(&self) -> bool {
-        self.changes().next().is_none()
+        self.steps.iter().all(|s| s.action().is_none())
     }
 
+    /// The Kubernetes writes of the plan.
     pub fn changes(&self) -> impl Iterator<Item = &Change> {
         self.steps.iter().filter_map(|s| match s {
             Step::Change(c) => Some(c),
-            Step::WaitAvailable(_) => None,
+            Step::WaitAvailable(_) | Step::Call(_) => None,
         })
     }
 
-    /// The records of the planned changes, e.g. to persist them before executing.
+    /// The records of the planned changes and calls, e.g. to persist them before executing.
     pub fn actions(&self) -> Vec<Action> {
-        self.changes().map(|c| c.action.clone()).collect()
+        self.steps
+            .iter()
+            .filter_map(Step::action)
+            .cloned()
+            .collect()
     }
 }
 
@@ -422,6 +440,36 @@ pub enum Step {
     Change(Change),
     /// Wait until a Deployment has this many replicas, all available.
     WaitAvailable(WaitAvailable),
+    /// POST to a URL held in a Secret; its answer is the step's result.
+    Call(Call),
+}
+
+impl Step {
+    /// The action the step records, if it records one.
+    pub fn action(&self) -> Option<&Action> {
+        match self {
+            Step::Change(c) => Some(&c.action),
+            Step::Call(c) => Some(&c.action),
+            Step::WaitAvailable(_) => None,
+        }
+    }
+}
+
+/// An HTTP POST to the URL in a Secret. The body is made by the executor from the event it
+/// runs for ([`Origin`]) and the time of sending; the URL is read when sending and is never
+/// recorded (it is a credential). A 2xx answer is success; its JSON body may name an undo URL.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub url_secret_ref: SecretKeyRef,
+    pub format: WebhookFormat,
+    /// Timeout of one attempt.
+    pub timeout: Duration,
+    /// Attempts after the first (on timeouts, connection errors, 5xx and 429).
+    pub retries: u32,
+    /// The remediated Deployment, named in the body.
+    pub target: String,
+    /// The record; the executor adds what the answer says about undo.
+    pub action: Action,
 }
 
 /// One write to one object, with the record of what it replaces.

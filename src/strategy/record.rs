@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Error;
-use crate::api::Action;
+use crate::api::{Action, WebhookFormat};
 
 /// The content of `Action.previous`, tagged by `type`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,6 +53,19 @@ pub enum Record {
         annotation: Option<String>,
         applied_min: i32,
         applied_max: i32,
+    },
+    /// A webhook call. The URL is a credential and is not recorded: undo reads it from the
+    /// Secret again and POSTs to the undo path on the same origin.
+    Webhook {
+        secret: String,
+        key: String,
+        format: WebhookFormat,
+        timeout_ms: u64,
+        retries: u32,
+        /// Path (and query) of the undo URL the webhook answered with, on the origin of the
+        /// Secret's URL. None: the answer named none, so the operator cannot undo the call.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        undo_path: Option<String>,
     },
 }
 

@@ -84,6 +84,7 @@ pub fn plan_undo(action: &Action, current: &Value, force: bool) -> Result<Option
             Record::Replicas { .. } => "Replicas",
             Record::ServiceSelector { .. } => "ServiceSelector",
             Record::PodTemplate { .. } => "PodTemplate",
+            Record::Webhook { .. } => "Webhook",
             _ => "HpaPin",
         })),
     }

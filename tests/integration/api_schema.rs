@@ -160,6 +160,27 @@ async fn invalid_policies_are_refused_with_a_clear_message() {
             "type TrafficShifting needs the trafficShifting member, and only it",
         ),
         (
+            "webhook rung without its member",
+            policy_with("- type: VersionRollback", "- type: Webhook"),
+            "type Webhook needs the webhook member, and only it",
+        ),
+        (
+            "webhook rung in Slack format",
+            policy_with(
+                "- type: VersionRollback\n      versionRollback: {}",
+                "- type: Webhook\n      webhook: {urlSecretRef: {name: h, key: url}, format: Slack}",
+            ),
+            "format must be CloudEvents or Json",
+        ),
+        (
+            "webhook timeout beyond 5m",
+            policy_with(
+                "- type: VersionRollback\n      versionRollback: {}",
+                "- type: Webhook\n      webhook: {urlSecretRef: {name: h, key: url}, timeout: 10m}",
+            ),
+            "timeout must be between 100ms and 5m",
+        ),
+        (
             "automatic emergency shutdown below Unhealthy",
             policy_with("minSeverity: Unhealthy", "minSeverity: Critical"),
             "an EmergencyShutdown rung in an automatic ladder needs minSeverity: Unhealthy",

@@ -26,3 +26,4 @@ mod tooling;
 mod triggers;
 mod trust_undo;
 mod verify;
+mod webhook;

@@ -387,3 +387,71 @@ async fn url_from_a_real_secret() {
             .starts_with("[Critical] shop/web")
     );
 }
+
+/// A receiver that records every request's Content-Type and body, failing the first with 503.
+async fn recording_receiver() -> (
+    Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    String,
+) {
+    use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
+    let seen: Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    let record = seen.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let record = record.clone();
+            async move {
+                let content_type = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut seen = record.lock().unwrap();
+                seen.push((content_type, serde_json::from_slice(&body).unwrap()));
+                if seen.len() == 1 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::ACCEPTED
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (seen, url)
+}
+
+#[tokio::test]
+async fn cloud_events_arrive_in_structured_mode_with_one_id_across_retries() {
+    let (seen, url) = recording_receiver().await;
+    let urls = Urls::of(&[("ce", "url", &url)]);
+    let mut opened = alert(AlertLevel::Critical);
+    opened.reason = "IncidentOpened".into();
+    let done = join(fast().notify(
+        &urls,
+        "shop",
+        &[sink("ce", WebhookFormat::CloudEvents, None)],
+        opened.clone(),
+    ))
+    .await;
+    assert!(done[0].result.is_ok() && done[0].attempts == 2, "{done:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one 503, one retry");
+    for (content_type, event) in &seen {
+        assert_eq!(content_type, "application/cloudevents+json");
+        frys_rollback::notify::cloudevents::conforms(event).unwrap();
+    }
+    // The retry is the same event: a receiver deduplicates by id.
+    assert_eq!(seen[0].1, seen[1].1);
+    let event = &seen[1].1;
+    assert_eq!(event["type"], "io.frys.rollback.incident.opened");
+    assert_eq!(
+        event["source"],
+        "/apis/rollback.frys.io/v1alpha1/namespaces/shop/rollbackpolicies/web"
+    );
+    assert_eq!(event["data"], frys_rollback::notify::json_payload(&opened));
+    // The next alert is another event.
+    let next = frys_rollback::notify::cloudevents::alert_event(&alert(AlertLevel::Critical));
+    assert_ne!(next["id"], event["id"]);
+}

@@ -143,7 +143,8 @@ pub(super) async fn check(
 }
 
 /// The objects the ladder's rungs name that do not exist: routes, Services, the standby
-/// Deployment, the revision `toRevision` asks for. Deployments and revisions come from the
+/// Deployment, the revision `toRevision` asks for, a webhook's Secret (missing, without the
+/// key, or not labelled for policies' use). Deployments and revisions come from the
 /// caches; other kinds are read.
 async fn missing_references(
     pctx: &PolicyContext,
@@ -152,6 +153,7 @@ async fn missing_references(
 ) -> Vec<String> {
     let ns = policy.namespace().unwrap_or_default();
     let mut to_read = vec![];
+    let mut secrets = vec![];
     let mut missing = vec![];
     for rung in &policy.spec.strategies {
         let strategy = rung.type_;
@@ -172,6 +174,7 @@ async fn missing_references(
                     }
                 }
                 Reference::Object { kind, name, .. } => to_read.push((strategy, kind, name)),
+                Reference::Secret(key) => secrets.push((strategy, key)),
                 Reference::Revision(to) => {
                     let Some(d) = target else { continue };
                     let revisions: Vec<i64> = pctx
@@ -187,6 +190,13 @@ async fn missing_references(
                     }
                 }
             }
+        }
+    }
+    // The value is read and dropped: what counts is that the Secret exists, opts in and has the key.
+    for (strategy, key) in secrets {
+        use crate::notify::UrlResolver;
+        if let Err(error) = pctx.shared.client.resolve_url(&ns, &key).await {
+            missing.push(format!("{strategy}: {error}"));
         }
     }
     for (strategy, kind, name) in to_read {

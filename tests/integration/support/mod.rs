@@ -32,7 +32,9 @@ pub mod prometheus;
 pub mod sim;
 pub mod webhook;
 
-pub use objects::{condition, create_deployment, create_secret, create_service, deployment, image};
+pub use objects::{
+    await_condition, condition, create_deployment, create_secret, create_service, deployment, image,
+};
 
 /// Where the tests run.
 #[derive(Debug)]

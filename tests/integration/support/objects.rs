@@ -88,3 +88,18 @@ pub fn condition(p: &RollbackPolicy, type_: &str) -> Option<(String, String, Str
         .find(|c| c.type_ == type_)?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
+
+/// Waits until policy `name`'s condition `type_` has `status`; returns (reason, message).
+pub async fn await_condition(
+    policies: &Api<RollbackPolicy>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    timeout: std::time::Duration,
+) -> (String, String) {
+    super::eventually(&format!("{name}: {type_}={status}"), timeout, || async {
+        let (s, reason, message) = condition(&policies.get(name).await.ok()?, type_)?;
+        (s == status).then_some((reason, message))
+    })
+    .await
+}
