@@ -179,6 +179,7 @@ async fn chart_lints_and_renders() {
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "Deployment",
             "PodDisruptionBudget",
             "Role",
