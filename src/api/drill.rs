@@ -35,7 +35,8 @@ use super::{EventPhase, PolicyRef, StrategyKind, VerificationStatus};
     ),
     printcolumn(name = "Result", type_ = "string", json_path = ".status.report.result"),
     printcolumn(name = "Last", type_ = "date", json_path = ".status.lastScheduleTime"),
-    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextScheduleTime"),
+    // A string, not a date: kubectl prints future dates as <invalid>.
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextScheduleTime"),
     printcolumn(
         name = "Age",
         type_ = "date",
