@@ -179,7 +179,8 @@ pub struct StrategyReport {
     /// The event's final phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_phase: Option<EventPhase>,
-    /// From the event's start to its last change applied.
+    /// From the event's start to its last change applied (one-second resolution: the event's
+    /// timestamps are stored to the second).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apply_ms: Option<u64>,
     /// From the last change applied to the verdict (includes the stabilization delay).
