@@ -149,6 +149,11 @@ pub struct OperatorConfig {
     #[arg(long, env = "FRYS_FREEZE", default_value_t = false, action = clap::ArgAction::Set)]
     pub freeze: bool,
 
+    /// Allow RollbackDrills: they apply real strategies and undo them. They run only in
+    /// namespaces labelled rollback.frys.io/drills=enabled, and only with this flag.
+    #[arg(long, env = "FRYS_ALLOW_DRILLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_drills: bool,
+
     /// Policies reconciled at once by the policy controller (and events by the event
     /// controller): bounds the operator's concurrent API work at start-up and in bursts. 0: no
     /// bound.

@@ -122,6 +122,7 @@ pub fn event(name: &str) -> RollbackEvent {
             requested_by: None,
             escalated_from: None,
             rollback_target: None,
+            skip_verification: false,
         },
     );
     e.metadata.namespace = Some(NS.into());

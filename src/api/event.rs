@@ -43,12 +43,13 @@ use super::{CheckCategory, HealthStatus, IncidentClass, Issue, StrategyKind};
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self == oldSelf", "message": "the spec of a RollbackEvent is immutable; create a new event instead"}
+    {"rule": "self == oldSelf", "message": "the spec of a RollbackEvent is immutable; create a new event instead"},
+    {"rule": "!has(self.skipVerification) || !self.skipVerification || self.type == 'Drill'", "message": "skipVerification is for drills only (type Drill)"}
 ]))]
 pub struct RollbackEventSpec {
     /// The policy this remediation belongs to (same namespace).
     pub policy_ref: PolicyRef,
-    /// Automatic, Manual or Emergency.
+    /// Automatic, Manual, Emergency or Drill.
     #[serde(rename = "type")]
     pub type_: EventType,
     /// The strategy to run.
@@ -71,6 +72,9 @@ pub struct RollbackEventSpec {
     /// roll-forward) is not rolled back: the event is Skipped as superseded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_target: Option<RollbackTarget>,
+    /// Drills only: finish once applied, without verification (the drill's `verify: false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_verification: bool,
 }
 
 /// What a version rollback was decided against.
@@ -106,6 +110,9 @@ pub enum EventType {
     Manual,
     /// Emergency stop asked for by a person; bypasses everything but suspend.
     Emergency,
+    /// A rehearsal by a RollbackDrill: applied, verified and undone again. Not part of any
+    /// incident: no attempts, cooldown or remediation budget.
+    Drill,
 }
 
 /// The assessment behind a decision.

@@ -4,6 +4,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 mod common;
+mod drill;
 pub mod duration;
 mod event;
 mod policy;
@@ -12,6 +13,7 @@ mod rung;
 pub mod yaml;
 
 pub use common::*;
+pub use drill::*;
 pub use duration::Duration;
 pub use event::*;
 pub use policy::*;
@@ -39,6 +41,18 @@ pub mod annotations {
     pub const FREEZE: &str = "rollback.frys.io/freeze";
     /// On a RollbackEvent: undo its actions (`true`, or `force` to overwrite later changes).
     pub const UNDO: &str = "rollback.frys.io/undo";
+    /// On a RollbackDrill: run it now (any value); removed once the run starts or is refused.
+    pub const RUN_NOW: &str = "rollback.frys.io/run-now";
+}
+
+/// Labels the operator reads or writes.
+pub mod labels {
+    /// On a Namespace: `enabled` marks it safe for drills (with the operator's --allow-drills).
+    pub const DRILLS: &str = "rollback.frys.io/drills";
+    /// The value of [`DRILLS`] that allows drills.
+    pub const DRILLS_ENABLED: &str = "enabled";
+    /// On a RollbackEvent of type Drill: the RollbackDrill that created it.
+    pub const DRILL: &str = "rollback.frys.io/drill";
 }
 
 /// RollbackPolicy condition types (`status.conditions[].type`) and the reasons other code reads.
@@ -74,6 +88,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
             RollbackPolicy::crd(),
         ),
         ("rollback.frys.io_rollbackevents.yaml", RollbackEvent::crd()),
+        ("rollback.frys.io_rollbackdrills.yaml", RollbackDrill::crd()),
     ];
     for (_, crd) in &mut crds {
         for version in &mut crd.spec.versions {
@@ -117,7 +132,7 @@ fn normalize(schema: &mut JSONSchemaProps) {
     }
 }
 
-/// Both CRDs as one multi-document YAML stream (`frys-rollback crd`).
+/// The CRDs as one multi-document YAML stream (`frys-rollback crd`).
 pub fn crds_yaml() -> String {
     crds()
         .iter()

@@ -1,9 +1,10 @@
 //! The `frys-rollback` command line: `run` the operator, print the `crd`s, and the people-facing
 //! commands (`status`, `explain`, `report`, `trigger`, `emergency`, `undo`, `verify`,
-//! `backtest`) that talk to the cluster in KUBECONFIG: results on stdout, progress on stderr.
+//! `backtest`, `drill`) that talk to the cluster in KUBECONFIG: results on stdout, progress on stderr.
 //! Installed as `kubectl-frys`, the same binary is the kubectl plugin `kubectl frys ...`.
 
 mod backtest;
+mod drill;
 mod explain;
 mod output;
 mod report;
@@ -58,6 +59,10 @@ pub enum Command {
     /// Replay a policy over history from Prometheus: the assessments, the incidents that would
     /// have opened and the rung chosen for each, a summary; --suggest thresholds, --plot.
     Backtest(Box<backtest::BacktestArgs>),
+    /// Rehearse POLICY's rungs now: apply each of --strategies for real, verify, undo, and
+    /// report whether the objects came back exactly (creates a RollbackDrill; drills must be
+    /// allowed by the operator and the namespace).
+    Drill(drill::DrillArgs),
 }
 
 /// The file name kubectl looks for to offer `kubectl frys` (a plugin is `kubectl-<name>`).
@@ -106,6 +111,7 @@ impl Cli {
             Command::Undo(args) => undo::run(args).await,
             Command::Verify(args) => verify::run(args).await,
             Command::Backtest(args) => backtest::run(*args).await,
+            Command::Drill(args) => drill::run(args).await,
         }
     }
 }

@@ -127,6 +127,20 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
     }
 
     if phase.is_none() {
+        let drill_refused = match event.spec.type_ {
+            EventType::Drill => super::drill::drills_allowed(&ctx, &ns).await.err(),
+            _ => None,
+        };
+        if let Some(why) = drill_refused {
+            tracing::warn!(%why, "drill event refused");
+            finish(
+                &mut status,
+                EventPhase::Failed,
+                format!("drill refused: {why}"),
+            );
+            writer.write(&status).await?;
+            return Ok(Action::await_change());
+        }
         // Dry run records the decision and changes nothing; an emergency stop ignores it.
         if policy.spec.dry_run && event.spec.type_ != EventType::Emergency {
             tracing::info!("event skipped (dry run)");
@@ -333,6 +347,15 @@ async fn verify(
         .max()
         .or(status.started_at.as_ref().map(|t| t.0))
         .unwrap_or_else(Timestamp::now);
+    if event.spec.skip_verification && event.spec.type_ == EventType::Drill {
+        let message = format!(
+            "{} applied (drill without verification)",
+            event.spec.strategy
+        );
+        finish(status, EventPhase::Succeeded, message);
+        writer.write(status).await?;
+        return Ok(Action::await_change());
+    }
     let waited = Timestamp::now().duration_since(applied_at).unsigned_abs();
     if waited < delay {
         return Ok(Action::requeue(delay - waited));

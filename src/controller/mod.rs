@@ -6,6 +6,7 @@
 
 mod conditions;
 pub mod digest;
+mod drill;
 mod evaluation;
 mod evaluator;
 mod event;
@@ -151,7 +152,7 @@ pub fn shutdown_signal() -> Shutdown {
     .shared()
 }
 
-/// Runs both controllers until `shutdown` completes. `probes.ready` is set once both have listed
+/// Runs the controllers (policies, events, drills) until `shutdown` completes. `probes.ready` is set once both have listed
 /// their objects.
 // Each argument is one independent piece the process sets up; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
@@ -185,6 +186,7 @@ pub async fn run(
     });
 
     let (events, event_store) = event::controller(ctx.clone(), shutdown.clone());
+    let drills = drill::controller(ctx.clone(), shutdown.clone());
     let (policies, policy_store) = policy::controller(ctx.clone(), event_store.clone(), shutdown);
     let readiness = async move {
         let (a, b) = futures::join!(
@@ -201,6 +203,7 @@ pub async fn run(
     futures::join!(
         policies.for_each(|_| async {}),
         events.for_each(|_| async {}),
+        drills.for_each(|_| async {}),
         readiness
     );
 }

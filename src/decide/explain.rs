@@ -269,6 +269,7 @@ impl Reason {
                     EventType::Automatic => "automatic",
                     EventType::Manual => "manual",
                     EventType::Emergency => "emergency",
+                    EventType::Drill => "drill",
                 }
             ),
             Self::DuplicateTrigger { consumed_at } => format!(

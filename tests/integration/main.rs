@@ -10,6 +10,7 @@ mod backtest;
 mod chart;
 mod cli;
 mod decisions;
+mod drills;
 mod failover;
 mod faults;
 mod install;

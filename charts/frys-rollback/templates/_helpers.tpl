@@ -63,8 +63,9 @@ plane's request log by tests/integration/chart.rs.
 
 {{- define "frys-rollback.namespacedRules" -}}
 # Its own resources: watched and status written; policies get the onDelete finalizer and
-# their trigger annotations consumed (patch); events are created, adopted by their policy and
-# their undo annotation consumed (patch), and pruned beyond historyLimit (delete).
+# their trigger annotations consumed (patch); events are created (by policies and drills),
+# adopted by their policy, their undo annotation set by a drill or consumed (patch), and pruned
+# beyond historyLimit (delete).
 - apiGroups: [rollback.frys.io]
   resources: [rollbackpolicies]
   verbs: [get, list, watch, patch]
@@ -76,6 +77,13 @@ plane's request log by tests/integration/chart.rs.
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [rollback.frys.io]
   resources: [rollbackevents/status]
+  verbs: [patch]
+# Drills: watched, their run-now annotation consumed (patch), their status and report written.
+- apiGroups: [rollback.frys.io]
+  resources: [rollbackdrills]
+  verbs: [get, list, watch, patch]
+- apiGroups: [rollback.frys.io]
+  resources: [rollbackdrills/status]
   verbs: [patch]
 # Targets: cached and watched; revision rollback and consumed trigger annotations patch them; scale-down
 # (emergency shutdown) and scaling patch the scale subresource.

@@ -14,7 +14,7 @@ use crate::{
 
 /// Publishes a Kubernetes Event and logs at the matching level. Best effort: a failure to
 /// record an Event never fails the reconcile.
-pub(super) async fn publish(
+pub(in crate::controller) async fn publish(
     ctx: &Context,
     policy: &RollbackPolicy,
     level: AlertLevel,

@@ -8,7 +8,7 @@
 //! - `lifecycle`: the finalizer and `onDelete`;
 //! - `alerts`: Kubernetes Events, webhooks and the alert metric.
 
-mod alerts;
+pub(super) mod alerts;
 mod housekeeping;
 mod lifecycle;
 mod manual;

@@ -269,6 +269,7 @@ pub(super) async fn create_event(
             }),
             escalated_from,
             rollback_target,
+            skip_verification: false,
         },
     );
     event.metadata.namespace = Some(ns.clone());
