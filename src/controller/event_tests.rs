@@ -191,6 +191,18 @@ async fn a_new_event_is_adopted_by_its_policy_and_accepted() {
                 assert_eq!(status["phase"], "Pending", "{status}");
                 assert_eq!(status["message"], "accepted");
             }),
+            // Straight on to execution in the same reconcile (here the target is gone, which
+            // ends it).
+            Call::new(
+                Method::GET,
+                path_of::<Deployment>("web"),
+                Reply::Refuse(404, "NotFound"),
+            ),
+            write_status(&adopted, |status| {
+                assert_eq!(status["phase"], "Failed", "{status}");
+                let message = status["message"].as_str().unwrap();
+                assert!(message.starts_with("VersionRollback refused"), "{message}");
+            }),
         ],
     )
     .await;
@@ -328,7 +340,7 @@ async fn dry_run_skips_the_event_without_reading_the_target() {
         ],
     )
     .await;
-    assert_eq!(result.unwrap(), Action::requeue(Duration::ZERO));
+    assert_eq!(result.unwrap(), Action::await_change());
 }
 
 #[tokio::test]
@@ -345,6 +357,21 @@ async fn an_emergency_event_is_accepted_under_dry_run() {
             get_policy(&p),
             write_status(&e, |status| {
                 assert_eq!(status["phase"], "Pending", "{status}")
+            }),
+            // Straight on to execution in the same reconcile (here the target is gone, which
+            // ends it).
+            Call::new(
+                Method::GET,
+                path_of::<Deployment>("web"),
+                Reply::Refuse(404, "NotFound"),
+            ),
+            write_status(&e, |status| {
+                assert_eq!(status["phase"], "Failed", "{status}");
+                let message = status["message"].as_str().unwrap();
+                assert!(
+                    message.starts_with("EmergencyShutdown refused"),
+                    "{message}"
+                );
             }),
         ],
     )
