@@ -16,6 +16,7 @@ mod install;
 mod isolation;
 mod notify;
 mod operator;
+mod profiles;
 mod prometheus;
 mod remediation;
 mod simulator;
