@@ -515,7 +515,9 @@ async fn half_open_when_due(
     let open = policies
         .get_opt(&event.spec.policy_ref.name)
         .await?
-        .and_then(|p| Remediation::for_ladder(&ctx.profiles.completed(&p).spec.strategies, kind).ok())
+        .and_then(|p| {
+            Remediation::for_ladder(&ctx.profiles.completed(&p).spec.strategies, kind).ok()
+        })
         .and_then(|r| r.half_open_after())
         .or(strategy::restore_of(kind).half_open)
         .unwrap_or(strategy::DEFAULT_OPEN_DURATION);

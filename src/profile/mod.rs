@@ -132,7 +132,10 @@ fn check(name: &str, profile: &Profile) -> Result<(), String> {
             return Err(format!("{field}: {e}"));
         }
     }
-    for (field, value) in [("interval", &profile.interval), ("rollbackTimeout", &profile.rollback_timeout)] {
+    for (field, value) in [
+        ("interval", &profile.interval),
+        ("rollbackTimeout", &profile.rollback_timeout),
+    ] {
         if value
             .as_ref()
             .and_then(|d| d.get().ok())
@@ -143,7 +146,9 @@ fn check(name: &str, profile: &Profile) -> Result<(), String> {
     }
     let t = &profile.thresholds;
     if let Some(v) = t.response_time.filter(|v| !(v.is_finite() && *v >= 0.0)) {
-        return Err(format!("thresholds.responseTime {v} is not a number of milliseconds"));
+        return Err(format!(
+            "thresholds.responseTime {v} is not a number of milliseconds"
+        ));
     }
     for (field, value) in [
         ("errorRate", t.error_rate),
@@ -151,14 +156,19 @@ fn check(name: &str, profile: &Profile) -> Result<(), String> {
         ("cpuUsage", t.cpu_usage),
     ] {
         if value.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
-            return Err(format!("thresholds.{field} must be a ratio between 0 and 1"));
+            return Err(format!(
+                "thresholds.{field} must be a ratio between 0 and 1"
+            ));
         }
     }
     if profile.strategies.len() > 5 {
         return Err("strategies: at most 5 rungs".into());
     }
     for (i, template) in profile.strategies.iter().enumerate() {
-        if profile.strategies[..i].iter().any(|r| r.type_ == template.type_) {
+        if profile.strategies[..i]
+            .iter()
+            .any(|r| r.type_ == template.type_)
+        {
             return Err(format!(
                 "strategies[{i}]: {} appears twice (each strategy type at most once)",
                 template.type_

@@ -144,8 +144,16 @@ pub fn resolve(
         }
     };
     take("interval", &mut out.interval, &profile.interval);
-    take("releaseWindow", &mut out.release_window, &profile.release_window);
-    take("rollbackTimeout", &mut out.rollback_timeout, &profile.rollback_timeout);
+    take(
+        "releaseWindow",
+        &mut out.release_window,
+        &profile.release_window,
+    );
+    take(
+        "rollbackTimeout",
+        &mut out.rollback_timeout,
+        &profile.rollback_timeout,
+    );
     take("cooldown", &mut out.cooldown, &profile.cooldown);
     if out.auto_rollback.is_none() && profile.auto_rollback.is_some() {
         out.auto_rollback = profile.auto_rollback;
@@ -215,7 +223,11 @@ pub(super) fn render_rung(template: &Rung, target: &str, namespace: &str) -> Res
     serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
-fn render_strings(value: &mut serde_json::Value, target: &str, namespace: &str) -> Result<(), String> {
+fn render_strings(
+    value: &mut serde_json::Value,
+    target: &str,
+    namespace: &str,
+) -> Result<(), String> {
     use serde_json::Value;
     match value {
         Value::String(s) => *s = render(s, target, namespace)?,
@@ -261,6 +273,10 @@ fn render(text: &str, target: &str, namespace: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-pub(super) fn render_for_tests(text: &str, target: &str, namespace: &str) -> Result<String, String> {
+pub(super) fn render_for_tests(
+    text: &str,
+    target: &str,
+    namespace: &str,
+) -> Result<String, String> {
     render(text, target, namespace)
 }

@@ -49,7 +49,11 @@ fn profiles() -> Profiles {
 fn the_shipped_profiles_are_the_seeds_three_ladders() {
     let p = shipped();
     let ladder = |name: &str| -> Vec<StrategyKind> {
-        p.profiles[name].strategies.iter().map(|r| r.type_).collect()
+        p.profiles[name]
+            .strategies
+            .iter()
+            .map(|r| r.type_)
+            .collect()
     };
     use StrategyKind::*;
     assert_eq!(ladder("development"), [CircuitBreaker, EnvironmentSwitch]);
@@ -59,7 +63,12 @@ fn the_shipped_profiles_are_the_seeds_three_ladders() {
     );
     assert_eq!(
         ladder("production"),
-        [CircuitBreaker, TrafficShifting, EnvironmentSwitch, VersionRollback]
+        [
+            CircuitBreaker,
+            TrafficShifting,
+            EnvironmentSwitch,
+            VersionRollback
+        ]
     );
 }
 
@@ -105,7 +114,12 @@ fn a_policy_without_fields_inherits_them_rendered_for_its_target() {
     assert_eq!(r.profile.as_deref(), Some("development"));
     assert_eq!(
         r.inherited,
-        ["interval", "autoRollback", "strategies", "metrics[errors].critical"]
+        [
+            "interval",
+            "autoRollback",
+            "strategies",
+            "metrics[errors].critical"
+        ]
     );
     let switch = r.spec.strategies[0].environment_switch.as_ref().unwrap();
     assert_eq!(switch.service, "shop-web");
@@ -155,21 +169,40 @@ fn no_ladder_anywhere_is_explained() {
 
 #[test]
 fn placeholders_render_and_typos_are_refused() {
-    assert_eq!(render("{{ target }}-blue", "web", "shop").unwrap(), "web-blue");
-    assert_eq!(render("{{namespace}}/{{target}}", "web", "shop").unwrap(), "shop/web");
+    assert_eq!(
+        render("{{ target }}-blue", "web", "shop").unwrap(),
+        "web-blue"
+    );
+    assert_eq!(
+        render("{{namespace}}/{{target}}", "web", "shop").unwrap(),
+        "shop/web"
+    );
     assert_eq!(render("plain", "web", "shop").unwrap(), "plain");
     let e = render("{{ traget }}", "web", "shop").unwrap_err();
     assert!(e.contains("unknown placeholder {{ traget }}"), "{e}");
-    assert!(render("{{ target", "web", "shop").unwrap_err().contains("unclosed"));
+    assert!(
+        render("{{ target", "web", "shop")
+            .unwrap_err()
+            .contains("unclosed")
+    );
 }
 
 #[test]
 fn invalid_profile_files_are_refused_with_the_profile_that_is_wrong() {
     let cases = [
-        ("dev: {interval: soon}", "profile \"dev\": interval: invalid duration"),
+        (
+            "dev: {interval: soon}",
+            "profile \"dev\": interval: invalid duration",
+        ),
         ("dev: {interval: 500ms}", "interval must be at least 1s"),
-        ("dev: {thresholds: {errorRate: 5}}", "thresholds.errorRate must be a ratio"),
-        ("dev: {strategies: [{type: EnvironmentSwitch}]}", "strategies[0] (EnvironmentSwitch): "),
+        (
+            "dev: {thresholds: {errorRate: 5}}",
+            "thresholds.errorRate must be a ratio",
+        ),
+        (
+            "dev: {strategies: [{type: EnvironmentSwitch}]}",
+            "strategies[0] (EnvironmentSwitch): ",
+        ),
         (
             "dev: {strategies: [{type: VersionRollback}, {type: VersionRollback}]}",
             "VersionRollback appears twice",
@@ -202,7 +235,11 @@ fn the_source_resolves_by_the_operator_environment_without_labels() {
     assert_eq!(source.interval(&bare), None);
     let dev = Source::fixed("development", Some(profiles()));
     assert_eq!(dev.interval(&bare), Some(std::time::Duration::from_secs(5)));
-    assert!(Source::fixed("qa", Some(profiles())).resolve(&bare).is_err());
+    assert!(
+        Source::fixed("qa", Some(profiles()))
+            .resolve(&bare)
+            .is_err()
+    );
     // Unresolvable: readers get the policy as it is.
     assert_eq!(Source::fixed("qa", None).completed(&policy), policy);
 }
@@ -220,22 +257,27 @@ fn arb_profile() -> impl Strategy<Value = Profile> {
         proptest::option::of(0.0f64..1.0),
         any::<bool>(),
     )
-        .prop_map(|(interval, cooldown, rollback_timeout, auto_rollback, error_rate, ladder)| Profile {
-            interval,
-            cooldown,
-            rollback_timeout,
-            auto_rollback,
-            thresholds: Thresholds {
-                error_rate,
+        .prop_map(
+            |(interval, cooldown, rollback_timeout, auto_rollback, error_rate, ladder)| Profile {
+                interval,
+                cooldown,
+                rollback_timeout,
+                auto_rollback,
+                thresholds: Thresholds {
+                    error_rate,
+                    ..Default::default()
+                },
+                strategies: if ladder {
+                    vec![
+                        serde_json::from_value(serde_json::json!({"type": "VersionRollback"}))
+                            .unwrap(),
+                    ]
+                } else {
+                    vec![]
+                },
                 ..Default::default()
             },
-            strategies: if ladder {
-                vec![serde_json::from_value(serde_json::json!({"type": "VersionRollback"})).unwrap()]
-            } else {
-                vec![]
-            },
-            ..Default::default()
-        })
+        )
 }
 
 fn arb_spec() -> impl Strategy<Value = RollbackPolicySpec> {

@@ -59,7 +59,10 @@ fn profiles_from_chart(sets: &[&str]) -> String {
         .iter()
         .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "frys-rollback-profiles")
         .expect("the chart renders the profiles ConfigMap");
-    let text = configmap["data"]["profiles.yaml"].as_str().unwrap().to_owned();
+    let text = configmap["data"]["profiles.yaml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(
@@ -194,7 +197,13 @@ fn label(ns: &str, value: &str) {
 async fn first_event(client: &kube::Client, ns: &str) -> RollbackEvent {
     let events: Api<RollbackEvent> = Api::namespaced(client.clone(), ns);
     eventually(&format!("a remediation in {ns}"), TIMEOUT, || async {
-        let e = events.list(&ListParams::default()).await.ok()?.items.into_iter().next()?;
+        let e = events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()?;
         e.status.as_ref()?.phase.is_finished().then_some(e)
     })
     .await
@@ -211,7 +220,12 @@ async fn two_namespaces_with_different_profiles_answer_the_same_release_differen
     let file = dir.path().join("profiles.yaml");
     std::fs::write(&file, profiles_from_chart(SETS)).unwrap();
     let file_arg = file.to_string_lossy().into_owned();
-    let args = ["--profiles-file", file_arg.as_str(), "--environment", "production"];
+    let args = [
+        "--profiles-file",
+        file_arg.as_str(),
+        "--environment",
+        "production",
+    ];
 
     // dev: labelled development. prod: no label, the operator's --environment.
     let dev = support::namespace(&client, "prof-dev").await;
@@ -231,7 +245,12 @@ async fn two_namespaces_with_different_profiles_answer_the_same_release_differen
         (
             &dev,
             "development",
-            &["interval", "autoRollback", "strategies", "metrics[errors].critical"][..],
+            &[
+                "interval",
+                "autoRollback",
+                "strategies",
+                "metrics[errors].critical",
+            ][..],
             "CircuitBreaker: HTTPRoute web not found",
         ),
         (
@@ -242,17 +261,25 @@ async fn two_namespaces_with_different_profiles_answer_the_same_release_differen
         ),
     ] {
         let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), ns);
-        let p = eventually(&format!("{ns}: healthy before the release"), TIMEOUT, || async {
-            let p = policies.get("web").await.ok()?;
-            (condition(&p, "Healthy")?.0 == "True").then_some(p)
-        })
+        let p = eventually(
+            &format!("{ns}: healthy before the release"),
+            TIMEOUT,
+            || async {
+                let p = policies.get("web").await.ok()?;
+                (condition(&p, "Healthy")?.0 == "True").then_some(p)
+            },
+        )
         .await;
         let effective = p.status.as_ref().unwrap().effective.clone().unwrap();
         assert_eq!(effective.profile.as_deref(), Some(profile), "{ns}");
         assert_eq!(effective.inherited, inherited, "{ns}");
         assert_eq!(effective.interval, Some("1s".into()), "{ns}");
         let (status, reason, message) = condition(&p, "Ready").unwrap();
-        assert_eq!((status.as_str(), reason.as_str()), ("False", "RungReferenceMissing"), "{ns}");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "RungReferenceMissing"),
+            "{ns}"
+        );
         assert!(message.contains(missing), "{ns}: {message}");
     }
     let dev_policy = Api::<RollbackPolicy>::namespaced(client.clone(), &dev)
@@ -271,7 +298,8 @@ async fn two_namespaces_with_different_profiles_answer_the_same_release_differen
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.contains("development (interval, autoRollback, strategies, metrics[errors].critical)"),
+        table
+            .contains("development (interval, autoRollback, strategies, metrics[errors].critical)"),
         "{table}"
     );
 
@@ -295,7 +323,14 @@ async fn two_namespaces_with_different_profiles_answer_the_same_release_differen
     // Service now selects the standby. production rolls the version back.
     assert_eq!(dev_event.spec.strategy, StrategyKind::EnvironmentSwitch);
     let services: Api<Service> = Api::namespaced(client.clone(), &dev);
-    let selector = services.get("web").await.unwrap().spec.unwrap().selector.unwrap();
+    let selector = services
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .selector
+        .unwrap();
     assert_eq!(selector["color"], "blue");
     assert_eq!(prod_event.spec.strategy, StrategyKind::VersionRollback);
     assert_eq!(
@@ -329,11 +364,15 @@ async fn two_namespaces_with_different_profiles_answer_the_same_release_differen
     let mut text = std::fs::read_to_string(&file).unwrap();
     text.push_str("qa:\n  interval: 2s\n  strategies: [{type: VersionRollback}]\n");
     std::fs::write(&file, text).unwrap();
-    let effective = eventually("the qa profile in force", Duration::from_secs(30), || async {
-        let p = policies.get("web").await.ok()?;
-        let effective = p.status?.effective?;
-        (effective.profile.as_deref() == Some("qa")).then_some(effective)
-    })
+    let effective = eventually(
+        "the qa profile in force",
+        Duration::from_secs(30),
+        || async {
+            let p = policies.get("web").await.ok()?;
+            let effective = p.status?.effective?;
+            (effective.profile.as_deref() == Some("qa")).then_some(effective)
+        },
+    )
     .await;
     assert_eq!(effective.interval, Some("2s".into()));
     assert_eq!(effective.inherited, ["interval", "strategies"]);

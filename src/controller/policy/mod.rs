@@ -240,19 +240,19 @@ pub(super) fn controller(
     // A namespace's profile label changing, or the profile file, changes its policies' ladder
     // and defaults.
     let in_namespace = policy_store.clone();
-    let label_triggers = ctx
-        .profiles
-        .namespace_changes(&ctx.client, ns)
-        .flat_map(move |namespace: String| {
-            futures::stream::iter(
-                in_namespace
-                    .state()
-                    .iter()
-                    .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect::<Vec<_>>(),
-            )
-        });
+    let label_triggers =
+        ctx.profiles
+            .namespace_changes(&ctx.client, ns)
+            .flat_map(move |namespace: String| {
+                futures::stream::iter(
+                    in_namespace
+                        .state()
+                        .iter()
+                        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+                        .map(|p| ObjectRef::from_obj(p.as_ref()))
+                        .collect::<Vec<_>>(),
+                )
+            });
 
     let siblings = policy_store.clone();
     let pctx = Arc::new(PolicyContext {
