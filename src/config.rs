@@ -128,9 +128,18 @@ pub struct OperatorConfig {
     #[arg(long, env = "VERIFICATION_CONCURRENCY", default_value_t = 4)]
     pub verification_concurrency: usize,
 
-    /// Name of this environment (seed ROLLBACK_ENV), added to alerts and logs.
+    /// Name of this environment (seed ROLLBACK_ENV): the profile of --profiles-file that
+    /// policies inherit from unless their namespace is labelled rollback.frys.io/profile;
+    /// added to alerts and logs.
     #[arg(long, env = "ROLLBACK_ENV", default_value = "production")]
     pub environment: String,
+
+    /// YAML file of environment profiles (the chart mounts its ConfigMap there): per profile
+    /// the default ladder, interval, thresholds, timeouts and autoRollback of the policies that
+    /// leave them out. Re-read when it changes. Without it there are no profiles: policies
+    /// name their own strategies.
+    #[arg(long, env = "FRYS_PROFILES_FILE")]
+    pub profiles_file: Option<std::path::PathBuf>,
 
     /// Cluster-wide budget of concurrent automatic remediations.
     #[arg(long, env = "FRYS_MAX_CONCURRENT_REMEDIATIONS", default_value_t = 3)]
@@ -321,6 +330,9 @@ pub fn effective(spec: &RollbackPolicySpec, config: &OperatorConfig) -> Effectiv
     };
     let verification = spec.verification.clone().unwrap_or_default();
     EffectiveSettings {
+        // Set by the profile resolution (`profile::resolve`), which knows where they came from.
+        profile: None,
+        inherited: vec![],
         // Status is readable by everyone who can read the policy: no credentials in URLs.
         prometheus_url: spec
             .prometheus

@@ -5,8 +5,8 @@
 //! (the pure engine: data in, decisions out, no I/O), `strategy` (the five remediations: pure
 //! planners and a thin apply layer), `controller` (reconcilers), `server` (HTTP endpoints),
 //! `telemetry` (logs and metrics), `units` (numbers for people), `verify` (the six checks after
-//! a remediation), `leader` (leader election and the fence every write checks), `cli` (the
-//! commands).
+//! a remediation), `leader` (leader election and the fence every write checks), `profile` (environment
+//! profiles: the defaults of policies that leave fields out), `cli` (the commands).
 
 pub mod api;
 pub mod assess;
@@ -21,6 +21,7 @@ pub(crate) mod fixtures;
 pub mod kube_client;
 pub mod leader;
 pub mod notify;
+pub mod profile;
 pub mod prometheus;
 pub mod server;
 pub mod strategy;

@@ -26,6 +26,8 @@ const PURE: &[&str] = &[
     "src/assess",
     "src/decide",
     "src/verify/rules.rs",
+    // Profile resolution: spec + profile + operator config → effective.
+    "src/profile/resolve.rs",
     // The strategy planners and the pure helpers they share.
     "src/strategy/circuit_breaker.rs",
     "src/strategy/traffic_shifting.rs",

@@ -53,6 +53,9 @@ pub mod labels {
     pub const DRILLS_ENABLED: &str = "enabled";
     /// On a RollbackEvent of type Drill: the RollbackDrill that created it.
     pub const DRILL: &str = "rollback.frys.io/drill";
+    /// On a Namespace: the environment profile its policies inherit from (instead of the
+    /// operator's --environment).
+    pub const PROFILE: &str = "rollback.frys.io/profile";
 }
 
 /// RollbackPolicy condition types (`status.conditions[].type`) and the reasons other code reads.
@@ -78,6 +81,11 @@ pub mod conditions {
     pub const REFERENCE_MISSING: &str = "RungReferenceMissing";
     /// Ready reason for a spec the engine cannot use.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Ready reason for a policy whose profile (namespace label or --environment) the
+    /// operator's profile configuration does not define.
+    pub const UNKNOWN_PROFILE: &str = "UnknownProfile";
+    /// Ready reason for a policy without strategies whose profile has no ladder either.
+    pub const NO_LADDER: &str = "NoLadder";
 }
 
 /// The CRDs, each with the file name it has in `crds/`.

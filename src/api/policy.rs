@@ -112,7 +112,11 @@ pub struct RollbackPolicySpec {
     pub release_window: Option<Duration>,
 
     /// The ladder of strategies, lightest first. Each strategy type appears at most once.
-    #[schemars(length(min = 1, max = 5))]
+    /// When absent (or empty), the ladder of the policy's environment profile is used (the
+    /// namespace label rollback.frys.io/profile, else the operator's --environment); see
+    /// status.effective.profile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub strategies: Vec<Rung>,
 

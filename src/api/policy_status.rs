@@ -48,7 +48,7 @@ pub struct RollbackPolicyStatus {
     /// The most recent remediation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rollback: Option<LastRollback>,
-    /// The settings in force after operator defaults.
+    /// The settings in force after the environment profile and operator defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective: Option<EffectiveSettings>,
 }
@@ -151,10 +151,19 @@ pub struct LastRollback {
     pub time: Time,
 }
 
-/// Settings in force after operator defaults.
+/// Settings in force after the environment profile and operator defaults.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EffectiveSettings {
+    /// The environment profile the policy inherits from: its namespace's
+    /// rollback.frys.io/profile label, else the operator's --environment (ROLLBACK_ENV).
+    /// Absent when the operator has no profile configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The spec fields the policy leaves out that the profile supplied (strategies, interval,
+    /// autoRollback, rollbackTimeout, cooldown, releaseWindow, metrics[NAME].critical).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherited: Vec<String>,
     // Omitted, not null, without a URL: the schema has no null (an operator started without
     // --prometheus-url could not write any policy's status).
     #[serde(default, skip_serializing_if = "Option::is_none")]

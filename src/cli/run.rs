@@ -82,6 +82,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     .context("loading the key that signs RollbackEvent actions")?;
     tracing::info!(secret = %format!("{key_namespace}/{}", args.config.undo_key_secret), key = %keys.current_id(), "undo key loaded");
 
+    // An unusable profile file stops the start, with the reason: better than policies
+    // silently running on the operator's defaults.
+    let profiles = Arc::new(
+        crate::profile::Source::load(&args.config).context("loading the environment profiles")?,
+    );
+    if let Some(names) = profiles.profiles().map(|p| p.names()) {
+        tracing::info!(profiles = ?names, environment = %args.config.environment, "environment profiles loaded");
+    }
+
     let leadership = leader::Leadership::start(client.clone(), &args.leader_election)?;
     let fence = leadership.fence();
     if args.leader_election.enabled {
@@ -104,6 +113,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 shutdown.clone(),
                 fence.clone(),
                 keys,
+                profiles,
             )
             .await;
         }

@@ -58,6 +58,10 @@ pub struct RemediationRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
+    /// The environment profile the policy inherits from (status.effective.profile).
+    pub name: Option<String>,
+    /// The spec fields that profile supplied (status.effective.inherited).
+    pub inherited: Vec<String>,
     pub interval: Option<String>,
     pub auto_rollback: Option<bool>,
     pub dry_run: bool,
@@ -116,6 +120,8 @@ fn row(policy: &RollbackPolicy, now: Timestamp) -> PolicyRow {
             age: age(l.time.0, now),
         }),
         profile: Profile {
+            name: effective.profile.clone(),
+            inherited: effective.inherited.clone(),
             interval: effective
                 .interval
                 .or_else(|| policy.spec.interval.clone())
@@ -139,6 +145,7 @@ pub const HEADERS: &[&str] = &[
     "INTERVAL",
     "AUTO",
     "DRY-RUN",
+    "PROFILE",
 ];
 
 /// The aligned table.
@@ -166,6 +173,14 @@ pub fn render(rows: &[PolicyRow]) -> String {
                 or_dash(r.profile.interval.as_ref()),
                 or_dash(r.profile.auto_rollback),
                 r.profile.dry_run.to_string(),
+                // The profile, and what the policy takes from it: `staging (strategies, interval)`.
+                or_dash(r.profile.name.as_ref().map(|name| {
+                    if r.profile.inherited.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{name} ({})", r.profile.inherited.join(", "))
+                    }
+                })),
             ]
         })
         .collect();
@@ -187,7 +202,8 @@ mod tests {
                 "incident": {"class": "Release", "startedAt": "2026-01-01T11:50:00Z", "attempts": 1, "failed": false},
                 "lastRollback": {"event": "web-1", "strategy": "VersionRollback", "phase": "Verifying",
                                  "time": "2026-01-01T11:55:00Z"},
-                "effective": {"interval": "30s", "autoRollback": true},
+                "effective": {"interval": "30s", "autoRollback": true, "profile": "staging",
+                              "inherited": ["strategies", "interval"]},
             }))
     }
 
@@ -199,9 +215,9 @@ mod tests {
         bare.status = None;
         let text = render(&rows(&[policy(), bare], now));
         let expected = "\
-NAMESPACE   NAME   TARGET       READY     HEALTH     SCORE   STREAK   INCIDENT      LAST REMEDIATION               INTERVAL   AUTO   DRY-RUN
-shop        api    web-deploy   Unknown   -          -       0        -             -                              -          -      false
-shop        web    web-deploy   True      Critical   42.4    3        Release 1/3   VersionRollback Verifying 5m   30s        true   false
+NAMESPACE   NAME   TARGET       READY     HEALTH     SCORE   STREAK   INCIDENT      LAST REMEDIATION               INTERVAL   AUTO   DRY-RUN   PROFILE
+shop        api    web-deploy   Unknown   -          -       0        -             -                              -          -      false     -
+shop        web    web-deploy   True      Critical   42.4    3        Release 1/3   VersionRollback Verifying 5m   30s        true   false     staging (strategies, interval)
 ";
         assert_eq!(text, expected, "\n{text}");
     }

@@ -10,7 +10,8 @@
 //! endpoint (one tenant's `spec.prometheus.url`) delays only its own policies: while its
 //! evaluation runs, its policies skip their ticks; every other endpoint keeps its interval.
 //!
-//! Nothing waits for a reconcile: a policy's settings come from its spec and the operator's
+//! Nothing waits for a reconcile: a policy's settings come from its spec, its environment
+//! profile (cached: the profile file and the namespace labels) and the operator's
 //! configuration, and only a policy whose status says it is not ready for its current generation
 //! is skipped (the reconcile decides whether an evaluation may move the engine anyway).
 
@@ -407,7 +408,7 @@ impl Evaluator {
 
     /// Some(the previous tick) once per aligned interval, recording this one; None when not due.
     fn take_if_due(&self, policy: &RollbackPolicy, now: Timestamp) -> Option<Option<u128>> {
-        let interval = interval_of(policy, &self.ctx.config);
+        let interval = interval_of(policy, &self.ctx);
         let tick = now.as_millisecond() as u128 / interval.as_millis();
         let mut last = self.last_tick.lock().expect("lock");
         let previous = last.insert(key(policy), tick);
@@ -457,7 +458,7 @@ impl Evaluator {
                     .last()
                     .and_then(|rs| rs.creation_timestamp())
                     .map(|t| t.0),
-                interval: interval_of(policy, config),
+                interval: interval_of(policy, &self.ctx),
             });
         Ok(Member {
             policy: ObjectRef::from_obj(policy),
@@ -554,14 +555,12 @@ fn untake(last: &mut HashMap<String, u128>, policy: &str, previous: Option<u128>
     };
 }
 
-/// The policy's interval as `config::effective` resolves it, at least 1 s.
-fn interval_of(policy: &RollbackPolicy, config: &config::OperatorConfig) -> Duration {
-    policy
-        .spec
-        .interval
-        .as_ref()
-        .and_then(|d| d.get().ok())
-        .unwrap_or(config.interval)
+/// The policy's interval as its effective settings resolve it (its own, its profile's, the
+/// operator's), at least 1 s.
+fn interval_of(policy: &RollbackPolicy, ctx: &Context) -> Duration {
+    ctx.profiles
+        .interval(policy)
+        .unwrap_or(ctx.config.interval)
         .max(Duration::from_secs(1))
 }
 

@@ -112,6 +112,8 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
         writer.write(&status).await?;
         return Ok(Action::await_change());
     };
+    // Its ladder and timeouts as its environment profile completes them.
+    let policy = ctx.profiles.completed(&policy);
 
     if let Some(owner) = owner_reference(&policy)
         && !event.owner_references().iter().any(|o| o.uid == owner.uid)
@@ -551,7 +553,9 @@ async fn half_open_when_due(
     let open = policies
         .get_opt(&event.spec.policy_ref.name)
         .await?
-        .and_then(|p| Remediation::for_ladder(&p.spec.strategies, kind).ok())
+        .and_then(|p| {
+            Remediation::for_ladder(&ctx.profiles.completed(&p).spec.strategies, kind).ok()
+        })
         .and_then(|r| r.half_open_after())
         .or(strategy::restore_of(kind).half_open)
         .unwrap_or(strategy::DEFAULT_OPEN_DURATION);

@@ -53,12 +53,16 @@ pub struct Context {
     pub liveness: crate::server::Liveness,
     /// Signs and checks the events' recorded actions (undo applies only what it signed).
     pub keys: digest::Keys,
+    /// Environment profiles and the namespaces' profile labels: every reader of a policy's
+    /// spec reads it completed from its profile (`Source::completed`).
+    pub profiles: Arc<crate::profile::Source>,
 }
 
 #[cfg(test)]
 impl Context {
     /// A context for in-process tests: unfenced, test signing key, `config` as given.
     pub(crate) fn for_tests(client: Client, config: OperatorConfig) -> Self {
+        let profiles = Arc::new(crate::profile::Source::fixed(&config.environment, None));
         Self {
             recorder: Recorder::new(client.clone(), Reporter::from("frys-rollback-test")),
             client,
@@ -70,6 +74,7 @@ impl Context {
             fence: crate::leader::Fence::unfenced(),
             liveness: Default::default(),
             keys: digest::Keys::new(vec![7; 32], vec![]),
+            profiles,
         }
     }
 }
@@ -165,6 +170,7 @@ pub async fn run(
     shutdown: Shutdown,
     fence: crate::leader::Fence,
     keys: digest::Keys,
+    profiles: Arc<crate::profile::Source>,
 ) {
     let reporter = Reporter {
         controller: "frys-rollback".into(),
@@ -183,6 +189,7 @@ pub async fn run(
         fence,
         liveness: probes.liveness.clone(),
         keys,
+        profiles,
     });
 
     let (events, event_store) = event::controller(ctx.clone(), shutdown.clone());

@@ -177,6 +177,8 @@ async fn chart_lints_and_renders() {
         [
             "ClusterRole",
             "ClusterRoleBinding",
+            // The environment profiles (values: profiles).
+            "ConfigMap",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
@@ -380,6 +382,7 @@ async fn chart_lints_and_renders() {
         [
             "ClusterRole",
             "ClusterRoleBinding",
+            "ConfigMap",
             "Deployment",
             "PodDisruptionBudget",
             "Role",
@@ -412,14 +415,15 @@ async fn chart_lints_and_renders() {
         named("Role", "frys-rollback-leader-election")["metadata"]["namespace"],
         "ops"
     );
+    // Only that Namespace: read (freeze annotation) and watched by name (profile label).
     assert_eq!(
         grants(find(&objects, "ClusterRole")),
-        [(
+        ["get", "list", "watch"].map(|verb| (
             "".to_owned(),
             "namespaces".to_owned(),
-            "get".to_owned(),
+            verb.to_owned(),
             vec!["shop".to_owned()]
-        )]
+        ))
     );
     let args =
         &find(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"];

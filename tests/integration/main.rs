@@ -17,6 +17,7 @@ mod install;
 mod isolation;
 mod notify;
 mod operator;
+mod profiles;
 mod prometheus;
 mod remediation;
 mod simulator;

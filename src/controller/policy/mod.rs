@@ -213,14 +213,16 @@ pub(super) fn controller(
             deployments.clone(),
             replica_sets.clone(),
             events.clone(),
+            ctx.profiles.clone(),
         );
         async move {
-            let (p, d, r, e) = caches;
+            let (p, d, r, e, profiles) = caches;
             let _ = futures::join!(
                 p.wait_until_ready(),
                 d.wait_until_ready(),
                 r.wait_until_ready(),
-                e.wait_until_ready()
+                e.wait_until_ready(),
+                profiles.wait_until_ready()
             );
             tracing::info!("caches synced: evaluating");
         }
@@ -237,6 +239,23 @@ pub(super) fn controller(
         }
     };
 
+    // A namespace's profile label changing, or the profile file, changes its policies' ladder
+    // and defaults.
+    let in_namespace = policy_store.clone();
+    let label_triggers =
+        ctx.profiles
+            .namespace_changes(&ctx.client, ns)
+            .flat_map(move |namespace: String| {
+                futures::stream::iter(
+                    in_namespace
+                        .state()
+                        .iter()
+                        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+                        .map(|p| ObjectRef::from_obj(p.as_ref()))
+                        .collect::<Vec<_>>(),
+                )
+            });
+
     let siblings = policy_store.clone();
     let pctx = Arc::new(PolicyContext {
         shared: ctx.clone(),
@@ -252,6 +271,8 @@ pub(super) fn controller(
     let reconciles = controller
         .reconcile_on(deployment_triggers)
         .reconcile_on(evaluated)
+        .reconcile_on(label_triggers)
+        .reconcile_all_on(ctx.profiles.reloads())
         // A policy appearing or going away changes its siblings' one-policy-per-target verdict.
         .watches(
             policies,
@@ -335,12 +356,38 @@ async fn apply(pctx: &PolicyContext, policy: Arc<RollbackPolicy>) -> Result<Acti
     if !matches!(pctx.events.wait_until_ready().now_or_never(), Some(Ok(()))) {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let policy = &*pctx.fresh(policy).await?;
+    // Nor before the namespaces' profile labels are known.
+    if !ctx.profiles.ready() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let fresh = pctx.fresh(policy).await?;
+    // From here on the policy is read with its spec completed from its environment profile:
+    // the ladder, interval, thresholds... it inherits are in it.
+    let (completed, effective, unresolved) = match ctx.profiles.resolve(&fresh) {
+        Ok(resolved) => {
+            let effective = crate::profile::effective(&resolved, &ctx.config);
+            let mut completed = (*fresh).clone();
+            completed.spec = resolved.spec;
+            (completed, effective, None)
+        }
+        Err(e) => (
+            (*fresh).clone(),
+            config::effective(&fresh.spec, &ctx.config),
+            Some(e),
+        ),
+    };
+    let policy = &completed;
     let ns = policy.namespace().unwrap_or_default();
-    let effective = config::effective(&policy.spec, &ctx.config);
     let target_ref = ObjectRef::<Deployment>::new(&policy.spec.target_ref.name).within(&ns);
     let target = pctx.deployments.get(&target_ref);
-    let verdict = readiness::check(pctx, policy, &effective, target.as_deref()).await;
+    let verdict = match unresolved {
+        Some(e) => readiness::Readiness {
+            ready: false,
+            reason: e.reason(),
+            message: e.to_string(),
+        },
+        None => readiness::check(pctx, policy, &effective, target.as_deref()).await,
+    };
 
     let old_status = policy.status.clone().unwrap_or_default();
     let mut status = old_status.clone();
