@@ -6,6 +6,7 @@
 mod common;
 pub mod duration;
 mod event;
+mod gitops;
 mod policy;
 mod policy_status;
 mod rung;
@@ -14,6 +15,7 @@ pub mod yaml;
 pub use common::*;
 pub use duration::Duration;
 pub use event::*;
+pub use gitops::*;
 pub use policy::*;
 pub use policy_status::*;
 pub use rung::*;

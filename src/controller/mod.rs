@@ -9,6 +9,7 @@ pub mod digest;
 mod evaluation;
 mod evaluator;
 mod event;
+mod gitops;
 pub(crate) mod health; // pure: also used by `frys-rollback explain`
 mod policy;
 

@@ -34,6 +34,7 @@ mod record;
 mod resume;
 pub mod route;
 mod scale;
+mod sync_hold;
 mod traffic_shifting;
 mod undo_plan;
 mod version_rollback;
@@ -55,6 +56,7 @@ pub use error::Error;
 pub use kind::Kind;
 pub use record::Record;
 pub use resume::resume_actions;
+pub use sync_hold::{is_hold, plan_hold};
 pub use undo_plan::plan_undo;
 pub use version_rollback::{
     CHANGE_CAUSE, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, superseded, template_hash,
@@ -429,6 +431,8 @@ pub enum Step {
 pub struct Change {
     pub kind: Kind,
     pub name: String,
+    /// The object's namespace when not the policy's (a GitOps owner).
+    pub namespace: Option<String>,
     pub request: Request,
     pub action: Action,
 }
@@ -438,11 +442,13 @@ impl Change {
         Self {
             kind,
             name: name.to_owned(),
+            namespace: None,
             request,
             action: Action {
                 api_version: kind.api_version().to_owned(),
                 kind: kind.as_str().to_owned(),
                 name: name.to_owned(),
+                namespace: None,
                 summary,
                 previous: Some(serde_json::to_value(record).expect("records serialize")),
                 applied_at: None,

@@ -54,6 +54,17 @@ pub enum Record {
         applied_min: i32,
         applied_max: i32,
     },
+    /// An Argo CD Application's `spec.syncPolicy.automated`, removed to hold its sync.
+    AutomatedSync {
+        /// Exactly what it was: undo puts this back.
+        automated: Value,
+    },
+    /// A Flux object's `spec.suspend`, set to true to hold its sync.
+    Suspend {
+        /// Its value before (None: absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suspend: Option<bool>,
+    },
 }
 
 impl Record {
