@@ -12,6 +12,7 @@ mod cli;
 mod decisions;
 mod failover;
 mod faults;
+mod gitops;
 mod install;
 mod isolation;
 mod notify;
