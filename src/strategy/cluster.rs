@@ -196,7 +196,8 @@ impl Cluster {
     /// Performs one change; returns its action stamped with the time.
     pub async fn perform(&self, change: &Change) -> Result<Action, Error> {
         self.fence.check()?;
-        let api = self.api_in(change.kind, change.namespace.as_deref());
+        // A GitOps owner may live in another namespace; its action says which.
+        let api = self.api_in(change.kind, change.action.namespace.as_deref());
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()

@@ -418,7 +418,8 @@ impl Plan {
     }
 }
 
-/// One step of a plan.
+/// One step of a plan. Plans hold a few steps, so a change is kept inline rather than boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
     Change(Change),
@@ -431,8 +432,6 @@ pub enum Step {
 pub struct Change {
     pub kind: Kind,
     pub name: String,
-    /// The object's namespace when not the policy's (a GitOps owner).
-    pub namespace: Option<String>,
     pub request: Request,
     pub action: Action,
 }
@@ -442,7 +441,6 @@ impl Change {
         Self {
             kind,
             name: name.to_owned(),
-            namespace: None,
             request,
             action: Action {
                 api_version: kind.api_version().to_owned(),

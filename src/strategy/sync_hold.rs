@@ -75,7 +75,6 @@ fn change(
         summary,
         record,
     );
-    change.namespace = Some(owner.namespace.clone());
     change.action.namespace = Some(owner.namespace.clone());
     change
 }
@@ -210,7 +209,6 @@ mod tests {
         let app = json!({"metadata": {"name": "web"}, "spec": {"project": "default",
             "syncPolicy": {"automated": {"prune": true, "selfHeal": true}, "syncOptions": ["ServerSideApply=true"]}}});
         let hold = plan_hold(&owner(GitopsKind::Application), &app, "rollback").unwrap();
-        assert_eq!(hold.namespace.as_deref(), Some("argocd"));
         assert_eq!(hold.action.namespace.as_deref(), Some("argocd"));
         assert!(is_hold(&hold.action));
         let held = run(hold.clone(), &app);

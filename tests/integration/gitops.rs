@@ -37,15 +37,7 @@ async fn install_owner_crds(client: &Client) {
         let path = support::repo_root().join(format!("tests/fixtures/crds/{name}.yaml"));
         let (ok, _, err) = kubectl(&["apply", "--server-side", "-f", path.to_str().unwrap()]);
         assert!(ok, "{err}");
-        eventually(&format!("CRD {name} Established"), TIMEOUT, || async {
-            let crd = api.get(name).await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
-        .await;
+        support::established(&api, name).await;
     }
 }
 
