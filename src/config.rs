@@ -128,6 +128,11 @@ pub struct OperatorConfig {
     #[arg(long, env = "VERIFICATION_CONCURRENCY", default_value_t = 4)]
     pub verification_concurrency: usize,
 
+    /// Namespace of Argo CD's control plane: where an Application named by a bare app name (in
+    /// the target's tracking annotation or instance label) lives.
+    #[arg(long, env = "FRYS_ARGOCD_NAMESPACE", default_value = "argocd")]
+    pub argocd_namespace: String,
+
     /// Name of this environment (seed ROLLBACK_ENV): the profile of --profiles-file that
     /// policies inherit from unless their namespace is labelled rollback.frys.io/profile;
     /// added to alerts and logs.

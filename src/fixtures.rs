@@ -332,6 +332,7 @@ pub fn rollback_action(applied: bool) -> Action {
         api_version: "apps/v1".into(),
         kind: "Deployment".into(),
         name: "web".into(),
+        namespace: None,
         summary: "pod template of Deployment web back to revision 1 (demo:v1) from revision 2"
             .into(),
         previous: Some(serde_json::to_value(record).expect("records serialize")),

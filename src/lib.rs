@@ -18,6 +18,7 @@ pub mod decide;
 pub mod egress;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod gitops;
 pub mod kube_client;
 pub mod leader;
 pub mod notify;

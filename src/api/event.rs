@@ -7,7 +7,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CheckCategory, HealthStatus, IncidentClass, Issue, StrategyKind};
+use super::{
+    CheckCategory, FieldManagerRef, GitopsHold, HealthStatus, IncidentClass, Issue, StrategyKind,
+};
 
 /// One remediation of a RollbackPolicy's target: created by the operator (automatic or
 /// annotation-triggered) or by a person, then executed, verified and recorded by the operator.
@@ -189,6 +191,13 @@ pub struct RollbackEventStatus {
     /// that succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo_refused: Option<String>,
+    /// What this remediation did, or could not do, to the target's GitOps owner's sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitopsHold>,
+    /// Who re-applied the template a rollback had rolled back from (from the Deployment's
+    /// managedFields), when this remediation found it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reapplied_by: Option<FieldManagerRef>,
 }
 
 /// One Kubernetes change made by a strategy.
@@ -198,6 +207,9 @@ pub struct Action {
     pub api_version: String,
     pub kind: String,
     pub name: String,
+    /// The object's namespace, when not the event's (an Argo CD Application in `argocd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// What changed, in words.
     pub summary: String,
     /// The state replaced, enough to undo the change.

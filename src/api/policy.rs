@@ -171,6 +171,10 @@ pub struct RollbackPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub notifications: Vec<NotificationSpec>,
+
+    /// How a remediation treats the target's Argo CD or Flux owner (docs/gitops.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitopsSpec>,
 }
 
 fn default_consecutive_failures() -> u32 {

@@ -51,6 +51,12 @@ pub struct RollbackPolicyStatus {
     /// The settings in force after the environment profile and operator defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective: Option<EffectiveSettings>,
+    /// The target's Argo CD or Flux owner, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitopsStatus>,
+    /// A template rolled back from that came back in this incident, and who wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reapplied: Option<Reapplied>,
 }
 
 /// One assessment of the workload.

@@ -7,7 +7,9 @@ use kube::{ResourceExt as _, api::ListParams};
 use serde::Serialize;
 
 use super::output::{self, Format, Scope, age, or_dash};
-use crate::api::{EventPhase, HealthStatus, IncidentClass, RollbackPolicy, StrategyKind};
+use crate::api::{
+    EventPhase, GitopsStatus, HealthStatus, IncidentClass, RollbackPolicy, StrategyKind,
+};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -32,6 +34,8 @@ pub struct PolicyRow {
     pub failure_streak: u32,
     pub incident: Option<IncidentRow>,
     pub last_remediation: Option<RemediationRow>,
+    /// The target's GitOps owner, as the policy's status shows it.
+    pub gitops: Option<GitopsStatus>,
     pub profile: Profile,
 }
 
@@ -119,6 +123,7 @@ fn row(policy: &RollbackPolicy, now: Timestamp) -> PolicyRow {
             time: l.time.0,
             age: age(l.time.0, now),
         }),
+        gitops: status.gitops.clone(),
         profile: Profile {
             name: effective.profile.clone(),
             inherited: effective.inherited.clone(),
@@ -142,6 +147,7 @@ pub const HEADERS: &[&str] = &[
     "STREAK",
     "INCIDENT",
     "LAST REMEDIATION",
+    "GITOPS",
     "INTERVAL",
     "AUTO",
     "DRY-RUN",
@@ -170,6 +176,7 @@ pub fn render(rows: &[PolicyRow]) -> String {
                         .as_ref()
                         .map(|l| format!("{} {:?} {}", l.strategy, l.phase, l.age)),
                 ),
+                or_dash(r.gitops.as_ref().map(gitops_cell)),
                 or_dash(r.profile.interval.as_ref()),
                 or_dash(r.profile.auto_rollback),
                 r.profile.dry_run.to_string(),
@@ -185,6 +192,18 @@ pub fn render(rows: &[PolicyRow]) -> String {
         })
         .collect();
     output::table(HEADERS, &cells)
+}
+
+/// `Application argocd/web held by web-1`, `Kustomization flux-system/apps syncing`.
+fn gitops_cell(g: &GitopsStatus) -> String {
+    let state = match (&g.held_by, g.automated_sync, g.suspended) {
+        (Some(event), _, _) => format!("held by {event}"),
+        (None, Some(true), _) | (None, _, Some(false)) => "syncing".into(),
+        (None, Some(false), _) => "manual sync".into(),
+        (None, _, Some(true)) => "suspended".into(),
+        (None, None, None) => "unknown".into(),
+    };
+    format!("{:?} {}/{} {state}", g.kind, g.namespace, g.name)
 }
 
 #[cfg(test)]
@@ -204,6 +223,8 @@ mod tests {
                                  "time": "2026-01-01T11:55:00Z"},
                 "effective": {"interval": "30s", "autoRollback": true, "profile": "staging",
                               "inherited": ["strategies", "interval"]},
+                "gitops": {"kind": "Application", "name": "web", "namespace": "argocd",
+                           "automatedSync": false, "heldBy": "web-1"},
             }))
     }
 
@@ -215,9 +236,9 @@ mod tests {
         bare.status = None;
         let text = render(&rows(&[policy(), bare], now));
         let expected = "\
-NAMESPACE   NAME   TARGET       READY     HEALTH     SCORE   STREAK   INCIDENT      LAST REMEDIATION               INTERVAL   AUTO   DRY-RUN   PROFILE
-shop        api    web-deploy   Unknown   -          -       0        -             -                              -          -      false     -
-shop        web    web-deploy   True      Critical   42.4    3        Release 1/3   VersionRollback Verifying 5m   30s        true   false     staging (strategies, interval)
+NAMESPACE   NAME   TARGET       READY     HEALTH     SCORE   STREAK   INCIDENT      LAST REMEDIATION               GITOPS                                 INTERVAL   AUTO   DRY-RUN   PROFILE
+shop        api    web-deploy   Unknown   -          -       0        -             -                              -                                      -          -      false     -
+shop        web    web-deploy   True      Critical   42.4    3        Release 1/3   VersionRollback Verifying 5m   Application argocd/web held by web-1   30s        true   false     staging (strategies, interval)
 ";
         assert_eq!(text, expected, "\n{text}");
     }

@@ -18,7 +18,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{Context, EVENT_MANAGER, Error, Shutdown, evaluator, scoped_api};
+use super::{Context, EVENT_MANAGER, Error, Shutdown, evaluator, gitops, scoped_api};
 use crate::{
     api::{
         EffectiveSettings, EventPhase, EventType, RollbackEvent, RollbackEventStatus,
@@ -251,11 +251,17 @@ async fn execute(
             Ok(Ok(plan)) => plan,
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot remediate");
-                finish(
-                    status,
-                    EventPhase::Failed,
-                    format!("{strategy} refused: {error}"),
-                );
+                let mut message = format!("{strategy} refused: {error}");
+                if let strategy::Error::BadTemplateReapplied { .. } = error {
+                    let by = gitops::template_writer(&cluster, target).await;
+                    message = format!(
+                        "{message}. Re-applied by field manager {}: {}",
+                        by.manager,
+                        crate::gitops::managers::advice(&by.manager)
+                    );
+                    status.reapplied_by = Some(by);
+                }
+                finish(status, EventPhase::Failed, message);
                 return Ok(());
             }
             Err(_) => {
@@ -266,18 +272,41 @@ async fn execute(
         if plan.is_noop() {
             break plan;
         }
-        if status.actions.is_empty() || !resumed {
-            status.actions = plan.actions();
+        // The owner's sync is held before the step: a self-healing sync would put the bad
+        // release back while it runs. Once per event; never fatal.
+        if status.gitops.is_none() {
+            hold_sync(ctx, event, policy, &cluster, writer, status).await?;
+        }
+        let held: Vec<_> = status
+            .actions
+            .iter()
+            .filter(|a| strategy::is_hold(a))
+            .cloned()
+            .collect();
+        let own = |actions: &[crate::api::Action]| -> Vec<crate::api::Action> {
+            actions
+                .iter()
+                .filter(|a| !strategy::is_hold(a))
+                .cloned()
+                .collect()
+        };
+        if own(&status.actions).is_empty() || !resumed {
+            status.actions = [held.clone(), plan.actions()].concat();
         }
         // A resumed run keeps the record of the steps its predecessor applied.
         let recorded = if resumed {
-            status.actions.clone()
+            own(&status.actions)
         } else {
             vec![]
         };
         let planned = plan.actions();
-        let record =
-            |performed| strategy::resume_actions(&recorded, &planned, performed, Timestamp::now());
+        let record = |performed| {
+            [
+                held.clone(),
+                strategy::resume_actions(&recorded, &planned, performed, Timestamp::now()),
+            ]
+            .concat()
+        };
         ctx.keys.seal(event, status);
         writer.write(status).await?;
         match tokio::time::timeout_at(deadline, cluster.execute(&plan)).await {
@@ -324,6 +353,81 @@ async fn execute(
     tracing::info!(summary = %plan.summary, "applied");
     status.phase = EventPhase::Verifying;
     status.message = Some(plan.summary);
+    Ok(())
+}
+
+/// Holds the GitOps owner's sync (see `gitops`): the hold's action is recorded before it is
+/// performed, like a step's, and comes first, so undo resumes the sync last. A refusal (403,
+/// owner missing) is recorded in `status.gitops` and the remediation goes on.
+async fn hold_sync(
+    ctx: &Context,
+    event: &RollbackEvent,
+    policy: &RollbackPolicy,
+    cluster: &Cluster,
+    writer: &mut StatusWriter,
+    status: &mut RollbackEventStatus,
+) -> Result<(), Error> {
+    if !gitops::wants_hold(policy, event.spec.strategy) {
+        return Ok(());
+    }
+    let Ok(deployment) = cluster
+        .get(strategy::Kind::Deployment, &policy.spec.target_ref.name)
+        .await
+    else {
+        return Ok(());
+    };
+    let plan = gitops::plan_hold(
+        cluster,
+        policy,
+        &ctx.config.argocd_namespace,
+        &event.name_any(),
+        event.spec.strategy,
+        &deployment,
+    )
+    .await;
+    // A run that died around the hold left its action recorded but not stamped.
+    let recorded = status.actions.iter().position(strategy::is_hold);
+    match plan {
+        None => return Ok(()),
+        Some(gitops::HoldPlan::Report(hold)) if recorded.is_some() => {
+            // Performed before the crash: the recorded state before it stands.
+            let action = &mut status.actions[recorded.unwrap_or_default()];
+            action.applied_at.get_or_insert(Time(Timestamp::now()));
+            status.gitops = Some(crate::api::GitopsHold {
+                held: true,
+                message: action.summary.clone(),
+                ..hold
+            });
+        }
+        Some(gitops::HoldPlan::Report(hold)) => {
+            tracing::warn!(message = %hold.message, "GitOps sync not held");
+            status.gitops = Some(hold);
+        }
+        Some(gitops::HoldPlan::Hold(change, mut hold)) => {
+            if let Some(i) = recorded {
+                status.actions.remove(i);
+            }
+            status.actions.insert(0, change.action.clone());
+            ctx.keys.seal(event, status);
+            writer.write(status).await?;
+            match cluster.perform(&change).await {
+                Ok(action) => {
+                    tracing::warn!(summary = %action.summary, "GitOps sync held");
+                    status.actions[0] = action;
+                }
+                Err(strategy::Error::NotLeader(e)) => return Err(e.into()),
+                Err(error) => {
+                    tracing::warn!(%error, "GitOps sync not held");
+                    status.actions.remove(0);
+                    hold.held = false;
+                    hold.message = gitops::hold_failed(&hold, &error);
+                }
+            }
+            status.gitops = Some(hold);
+        }
+    }
+    ctx.keys.seal(event, status);
+    writer.write(status).await?;
     Ok(())
 }
 

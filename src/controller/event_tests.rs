@@ -140,6 +140,12 @@ fn observe_rollback(deployment: Value, replica_sets: Vec<Value>) -> Vec<Call> {
     ]
 }
 
+/// The hold of the GitOps owner's sync reads the Deployment's owner labels first (this one has
+/// none: nothing more).
+fn owner_lookup(deployment: Value) -> Vec<Call> {
+    vec![Call::get(path_of::<Deployment>("web"), deployment)]
+}
+
 /// The version rollback's write of the Deployment, answered with `after`.
 fn patch_deployment(after: Value) -> Call {
     Call::patch(path_of::<Deployment>("web"), Reply::Json(after))
@@ -218,6 +224,7 @@ async fn a_pending_event_records_its_actions_applies_them_and_moves_to_verifying
         calls([
             read(&e, &p),
             observe_rollback(d.json(), revisions()),
+            owner_lookup(d.json()),
             vec![
                 // Pending → Executing: the planned action is recorded before it is applied.
                 write_status(&e, |status| {
@@ -487,6 +494,7 @@ async fn a_conflict_on_the_executing_write_applies_nothing() {
         calls([
             read(&e, &p),
             observe_rollback(d.json(), revisions()),
+            owner_lookup(d.json()),
             // The record of the actions is refused: the Deployment must not be touched.
             vec![Call::patch(status_path(), Reply::Refuse(409, "Conflict"))],
         ]),
@@ -507,6 +515,7 @@ async fn after_a_crash_between_apply_and_record_the_resumed_run_does_not_apply_a
         calls([
             read(&e, &p),
             observe_rollback(before.json(), revisions()),
+            owner_lookup(before.json()),
             vec![
                 write_status(&e, |status| assert_eq!(status["phase"], "Executing")),
                 patch_deployment(before.clone().rolled_back().json()),
@@ -517,8 +526,8 @@ async fn after_a_crash_between_apply_and_record_the_resumed_run_does_not_apply_a
     .await;
     assert!(is_conflict(&result), "{result:?}");
     // What the API server holds now: the recorded status, the patched Deployment.
-    let recorded = seen[4].body["status"].clone();
-    let patch: json_patch::Patch = serde_json::from_value(seen[5].body.clone()).unwrap();
+    let recorded = seen[5].body["status"].clone();
+    let patch: json_patch::Patch = serde_json::from_value(seen[6].body.clone()).unwrap();
     let mut after = before.json();
     json_patch::patch(&mut after, &patch).unwrap();
     let resumed = e.clone().with_status_json(recorded.clone());
@@ -906,4 +915,99 @@ async fn a_resumed_event_without_a_digest_is_failed_and_nothing_is_planned() {
     )
     .await;
     assert_eq!(result.unwrap(), Action::await_change());
+}
+
+/// The target, tracked by Argo CD's Application `web` in namespace `argocd`.
+fn argo_tracked(d: Value) -> Value {
+    let mut d = d;
+    d["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"] =
+        json!("web:apps/Deployment:shop/web");
+    d
+}
+
+const APPLICATION: &str = "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/web";
+
+#[tokio::test]
+async fn without_rbac_for_the_owner_the_rollback_still_runs_and_says_what_it_could_not_do() {
+    let (p, e) = pending();
+    let d = argo_tracked(deployment("web").json());
+    let (result, _) = run(
+        &e,
+        calls([
+            read(&e, &p),
+            observe_rollback(d.clone(), revisions()),
+            owner_lookup(d.clone()),
+            vec![
+                Call::new(Method::GET, APPLICATION, Reply::Refuse(403, "Forbidden")),
+                // The refusal is recorded, then the rollback goes on as without an owner.
+                write_status(&e, |status| {
+                    assert_eq!(status["gitops"]["held"], false, "{status}");
+                    let message = status["gitops"]["message"].as_str().unwrap();
+                    assert!(
+                        message.contains("may not read Argo CD Application argocd/web (403)"),
+                        "{message}"
+                    );
+                    assert!(message.contains("gitops.argocd.enabled"), "{message}");
+                    assert!(status.get("actions").is_none(), "{status}");
+                }),
+                write_status(&e, |status| {
+                    assert_eq!(status["phase"], "Executing", "{status}");
+                    assert_eq!(status["actions"].as_array().unwrap().len(), 1, "{status}");
+                }),
+                patch_deployment(deployment("web").rolled_back().json()),
+                write_status(&e, |status| {
+                    assert_eq!(status["phase"], "Verifying", "{status}")
+                }),
+            ],
+        ]),
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::ZERO));
+}
+
+#[tokio::test]
+async fn the_owners_sync_is_held_first_and_a_refused_patch_is_reported_not_fatal() {
+    let (p, e) = pending();
+    let d = argo_tracked(deployment("web").json());
+    let app = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "web", "namespace": "argocd"},
+        "spec": {"syncPolicy": {"automated": {"selfHeal": true}}},
+        "status": {"resources": [{"group": "apps", "kind": "Deployment", "namespace": "shop", "name": "web"}]}});
+    let (result, _) = run(
+        &e,
+        calls([
+            read(&e, &p),
+            observe_rollback(d.clone(), revisions()),
+            owner_lookup(d.clone()),
+            vec![
+                Call::get(APPLICATION, app),
+                // The hold is recorded before it is made, first of the actions.
+                write_status(&e, |status| {
+                    assert_eq!(status["actions"][0]["previous"]["type"], "AutomatedSync");
+                    assert_eq!(status["actions"][0]["namespace"], "argocd");
+                    assert_eq!(
+                        status["actions"][0]["previous"]["automated"],
+                        json!({"selfHeal": true})
+                    );
+                }),
+                Call::patch(APPLICATION, Reply::Refuse(403, "Forbidden"))
+                    .with_query("fieldManager=frys-rollback"),
+                write_status(&e, |status| {
+                    assert!(status.get("actions").is_none(), "{status}");
+                    let message = status["gitops"]["message"].as_str().unwrap();
+                    assert!(message.contains("may not patch"), "{message}");
+                }),
+                write_status(&e, |status| {
+                    assert_eq!(status["phase"], "Executing", "{status}")
+                }),
+                patch_deployment(deployment("web").rolled_back().json()),
+                write_status(&e, |status| {
+                    assert_eq!(status["phase"], "Verifying", "{status}");
+                    assert_eq!(status["gitops"]["held"], false, "{status}");
+                }),
+            ],
+        ]),
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::ZERO));
 }

@@ -10,6 +10,7 @@ mod drill;
 mod evaluation;
 mod evaluator;
 mod event;
+mod gitops;
 pub(crate) mod health; // pure: also used by `frys-rollback explain`
 mod policy;
 mod replica_sets;

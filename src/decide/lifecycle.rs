@@ -140,6 +140,7 @@ mod tests {
                 api_version: "v1".into(),
                 kind: "Service".into(),
                 name: "web".into(),
+                namespace: None,
                 summary: "s".into(),
                 previous: None,
                 applied_at: Some(Time(Timestamp::from_second(1).unwrap())),

@@ -155,7 +155,23 @@ impl Cluster {
     }
 
     fn api(&self, kind: Kind) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), &self.namespace, &kind.api_resource())
+        self.api_in(kind, None)
+    }
+
+    /// The kind's API in `namespace`, or in the policy's namespace.
+    fn api_in(&self, kind: Kind, namespace: Option<&str>) -> Api<DynamicObject> {
+        let ns = namespace.unwrap_or(&self.namespace);
+        Api::namespaced_with(self.client.clone(), ns, &kind.api_resource())
+    }
+
+    /// An object in another namespace (a GitOps owner), as JSON.
+    pub async fn get_in(&self, kind: Kind, namespace: &str, name: &str) -> Result<Value, Error> {
+        let obj = self
+            .api_in(kind, Some(namespace))
+            .get(name)
+            .await
+            .map_err(|e| not_found(e, kind, name))?;
+        Ok(serde_json::to_value(obj).expect("objects serialize"))
     }
 
     /// Performs a plan's steps in order. Stops at the first error, returning the actions
@@ -184,7 +200,8 @@ impl Cluster {
     /// Performs one change; returns its action stamped with the time.
     pub async fn perform(&self, change: &Change) -> Result<Action, Error> {
         self.fence.check()?;
-        let api = self.api(change.kind);
+        // A GitOps owner may live in another namespace; its action says which.
+        let api = self.api_in(change.kind, change.action.namespace.as_deref());
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
@@ -231,7 +248,10 @@ impl Cluster {
                 detail: format!("unknown kind {} {}", action.api_version, action.kind),
             }
         })?;
-        let current = self.get(kind, &action.name).await?;
+        let current = match &action.namespace {
+            Some(ns) => self.get_in(kind, ns, &action.name).await?,
+            None => self.get(kind, &action.name).await?,
+        };
         match plan_undo(action, &current, force)? {
             Some(change) => self.perform(&change).await.map(drop),
             None => {

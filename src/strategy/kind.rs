@@ -2,6 +2,8 @@
 
 use kube::core::ApiResource;
 
+use crate::api::GitopsKind;
+
 /// The kinds strategies read and change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -11,17 +13,35 @@ pub enum Kind {
     HorizontalPodAutoscaler,
     HttpRoute,
     VirtualService,
+    /// Argo CD's Application (GitOps owner; often in another namespace).
+    ArgoApplication,
+    /// Flux's Kustomization (GitOps owner).
+    FluxKustomization,
+    /// Flux's HelmRelease (GitOps owner).
+    FluxHelmRelease,
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [
+    const ALL: [Kind; 9] = [
         Kind::Deployment,
         Kind::ReplicaSet,
         Kind::Service,
         Kind::HorizontalPodAutoscaler,
         Kind::HttpRoute,
         Kind::VirtualService,
+        Kind::ArgoApplication,
+        Kind::FluxKustomization,
+        Kind::FluxHelmRelease,
     ];
+
+    /// The kind of a GitOps owner.
+    pub fn of_gitops(kind: GitopsKind) -> Kind {
+        match kind {
+            GitopsKind::Application => Kind::ArgoApplication,
+            GitopsKind::Kustomization => Kind::FluxKustomization,
+            GitopsKind::HelmRelease => Kind::FluxHelmRelease,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,6 +51,9 @@ impl Kind {
             Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
             Kind::HttpRoute => "HTTPRoute",
             Kind::VirtualService => "VirtualService",
+            Kind::ArgoApplication => "Application",
+            Kind::FluxKustomization => "Kustomization",
+            Kind::FluxHelmRelease => "HelmRelease",
         }
     }
 
@@ -41,6 +64,9 @@ impl Kind {
             Kind::HorizontalPodAutoscaler => "autoscaling/v2",
             Kind::HttpRoute => "gateway.networking.k8s.io/v1",
             Kind::VirtualService => "networking.istio.io/v1",
+            Kind::ArgoApplication => "argoproj.io/v1alpha1",
+            Kind::FluxKustomization => "kustomize.toolkit.fluxcd.io/v1",
+            Kind::FluxHelmRelease => "helm.toolkit.fluxcd.io/v2",
         }
     }
 
@@ -52,6 +78,9 @@ impl Kind {
             Kind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
             Kind::HttpRoute => "httproutes",
             Kind::VirtualService => "virtualservices",
+            Kind::ArgoApplication => "applications",
+            Kind::FluxKustomization => "kustomizations",
+            Kind::FluxHelmRelease => "helmreleases",
         }
     }
 

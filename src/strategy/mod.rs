@@ -39,6 +39,7 @@ mod record;
 mod resume;
 pub mod route;
 mod scale;
+mod sync_hold;
 mod traffic_shifting;
 mod undo_plan;
 mod version_rollback;
@@ -62,6 +63,7 @@ pub use error::Error;
 pub use kind::Kind;
 pub use record::Record;
 pub use resume::resume_actions;
+pub use sync_hold::{is_hold, plan_hold};
 pub use undo_plan::plan_undo;
 pub use version_rollback::{
     CHANGE_CAUSE, REVISION, ROLLED_BACK_FROM, ROLLED_BACK_TO, superseded, template_hash,
@@ -434,7 +436,8 @@ impl Plan {
     }
 }
 
-/// One step of a plan.
+/// One step of a plan. Plans hold a few steps, so a change is kept inline rather than boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
     Change(Change),
@@ -491,6 +494,7 @@ impl Change {
                 api_version: kind.api_version().to_owned(),
                 kind: kind.as_str().to_owned(),
                 name: name.to_owned(),
+                namespace: None,
                 summary,
                 previous: Some(serde_json::to_value(record).expect("records serialize")),
                 applied_at: None,

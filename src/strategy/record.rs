@@ -67,6 +67,17 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         undo_path: Option<String>,
     },
+    /// An Argo CD Application's `spec.syncPolicy.automated`, removed to hold its sync.
+    AutomatedSync {
+        /// Exactly what it was: undo puts this back.
+        automated: Value,
+    },
+    /// A Flux object's `spec.suspend`, set to true to hold its sync.
+    Suspend {
+        /// Its value before (None: absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suspend: Option<bool>,
+    },
 }
 
 impl Record {

@@ -52,6 +52,7 @@ mod tests {
             api_version: "v1".into(),
             kind: kind.into(),
             name: name.into(),
+            namespace: None,
             summary: format!("{kind} {name}"),
             previous: None,
             applied_at: applied.then_some(Time(Timestamp::UNIX_EPOCH)),

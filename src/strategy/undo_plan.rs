@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::{
-    Change, Error, Kind, Record, emergency_shutdown, environment_switch, route, scale,
+    Change, Error, Kind, Record, emergency_shutdown, environment_switch, route, scale, sync_hold,
     version_rollback,
 };
 use crate::api::Action;
@@ -80,11 +80,21 @@ pub fn plan_undo(action: &Action, current: &Value, force: bool) -> Result<Option
             (applied_min, applied_max),
             force,
         ),
+        Record::AutomatedSync { automated } if kind == Kind::ArgoApplication => {
+            sync_hold::plan_undo_automated(action, current, &automated, force)
+        }
+        Record::Suspend { suspend }
+            if matches!(kind, Kind::FluxKustomization | Kind::FluxHelmRelease) =>
+        {
+            sync_hold::plan_undo_suspend(action, kind, current, suspend, force)
+        }
         other => Err(mismatch(match other {
             Record::Replicas { .. } => "Replicas",
             Record::ServiceSelector { .. } => "ServiceSelector",
             Record::PodTemplate { .. } => "PodTemplate",
             Record::Webhook { .. } => "Webhook",
+            Record::AutomatedSync { .. } => "AutomatedSync",
+            Record::Suspend { .. } => "Suspend",
             _ => "HpaPin",
         })),
     }
@@ -102,6 +112,7 @@ mod tests {
             api_version: api_version.into(),
             kind: kind.into(),
             name: "web".into(),
+            namespace: None,
             summary: String::new(),
             previous,
             applied_at: None,

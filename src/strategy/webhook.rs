@@ -82,6 +82,7 @@ impl Strategy for WebhookSpec {
             api_version: API_VERSION.into(),
             kind: KIND.into(),
             name: key.name.clone(),
+            namespace: None,
             summary: format!(
                 "webhook (Secret {}/{}) called for {target}",
                 key.name, key.key

@@ -205,6 +205,7 @@ fn expected_weights_come_from_the_last_route_action() {
         api_version: "gateway.networking.k8s.io/v1".into(),
         kind: "HTTPRoute".into(),
         name: "web".into(),
+        namespace: None,
         summary: "moved".into(),
         previous: Some(
             json!({"type": "RouteBackends", "ruleIndex": 0, "backends": [], "applied": applied}),
@@ -216,6 +217,7 @@ fn expected_weights_come_from_the_last_route_action() {
         api_version: "apps/v1".into(),
         kind: "Deployment".into(),
         name: "web".into(),
+        namespace: None,
         summary: "scaled".into(),
         previous: Some(json!({"type": "Replicas", "replicas": 2, "applied": 0})),
         applied_at: None,

@@ -13,6 +13,7 @@ mod decisions;
 mod drills;
 mod failover;
 mod faults;
+mod gitops;
 mod install;
 mod isolation;
 mod notify;

@@ -130,6 +130,7 @@ mod tests {
             api_version: "v1".into(),
             kind: "Service".into(),
             name: "web".into(),
+            namespace: None,
             summary: "s".into(),
             previous: None,
             applied_at: Some(at(applied)),

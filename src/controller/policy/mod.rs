@@ -6,12 +6,14 @@
 //! - `step`: one engine step on a fresh evaluation, and the RollbackEvent it creates;
 //! - `housekeeping`: history pruning and `autoRestore`;
 //! - `lifecycle`: the finalizer and `onDelete`;
+//! - `owner`: the target's GitOps owner and re-applied templates in status;
 //! - `alerts`: Kubernetes Events, webhooks and the alert metric.
 
 pub(super) mod alerts;
 mod housekeeping;
 mod lifecycle;
 mod manual;
+mod owner;
 mod readiness;
 mod step;
 
@@ -66,6 +68,8 @@ struct PolicyContext {
     /// makes counting the remediation budget and creating an event one step: without it,
     /// simultaneous incidents would all see the same room (see `step::run`).
     decisions: tokio::sync::Mutex<HashMap<String, Instant>>,
+    /// The targets' GitOps owners, looked up at most once a minute per policy.
+    owners: super::gitops::OwnerCache,
 }
 
 impl PolicyContext {
@@ -267,6 +271,7 @@ pub(super) fn controller(
         written: Mutex::default(),
         last_sweep: Mutex::default(),
         decisions: Default::default(),
+        owners: Default::default(),
     });
     let reconciles = controller
         .reconcile_on(deployment_triggers)
@@ -451,6 +456,11 @@ async fn apply(pctx: &PolicyContext, policy: Arc<RollbackPolicy>) -> Result<Acti
             )
             .await?;
         }
+    }
+
+    if usable {
+        notes
+            .extend(owner::report(pctx, policy, target.as_deref(), &old_status, &mut status).await);
     }
 
     super::conditions::kstatus(&mut status.conditions, policy.metadata.generation);

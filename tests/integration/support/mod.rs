@@ -226,7 +226,7 @@ pub async fn install_crds(client: &Client) {
 }
 
 /// Waits until CRD `name` is Established (served).
-async fn established(api: &Api<CustomResourceDefinition>, name: &str) {
+pub async fn established(api: &Api<CustomResourceDefinition>, name: &str) {
     eventually(
         &format!("CRD {name} Established"),
         Duration::from_secs(30),
