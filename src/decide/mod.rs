@@ -29,6 +29,7 @@
 //!   counts it as tried (no active step, so the ladder advances one rung per cooldown).
 //! - Holds alert once per distinct explanation (kept in the incident's message).
 
+pub mod drill;
 mod explain;
 mod guard;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -10,10 +10,6 @@
 //! The pure parts are `schedule` (when due, whether allowed, what it waits for), `snapshot`
 //! (what "restored exactly" compares) and `report`.
 
-mod report;
-mod schedule;
-mod snapshot;
-
 use std::{sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
@@ -41,7 +37,8 @@ use crate::{
     strategy::{Cluster, Kind, Objects as _, Remediation},
 };
 
-pub use schedule::{Schedule, allowed};
+pub use crate::decide::drill::schedule::{Schedule, allowed};
+use crate::decide::drill::{report, schedule, snapshot};
 
 const NAME: &str = "drill";
 /// Field manager of the drill controller's status writes.
