@@ -42,6 +42,7 @@ pub fn metric(name: &str, preset: Preset) -> MetricSpec {
         name: name.into(),
         preset: Some(preset),
         query: None,
+        alert: None,
         warning: None,
         critical: None,
         direction: None,
@@ -122,6 +123,7 @@ pub fn event(name: &str) -> RollbackEvent {
             requested_by: None,
             escalated_from: None,
             rollback_target: None,
+            alerts: vec![],
         },
     );
     e.metadata.namespace = Some(NS.into());

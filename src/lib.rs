@@ -8,6 +8,7 @@
 //! a remediation), `leader` (leader election and the fence every write checks), `cli` (the
 //! commands).
 
+pub mod alerts;
 pub mod api;
 pub mod assess;
 pub mod backtest;

@@ -25,6 +25,8 @@ use syn::visit::{self, Visit};
 const PURE: &[&str] = &[
     "src/assess",
     "src/decide",
+    "src/alerts/state.rs",
+    "src/alerts/payload.rs",
     "src/verify/rules.rs",
     // The strategy planners and the pure helpers they share.
     "src/strategy/circuit_breaker.rs",

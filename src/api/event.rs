@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CheckCategory, HealthStatus, IncidentClass, Issue, StrategyKind};
+use super::{AlertRecord, CheckCategory, HealthStatus, IncidentClass, Issue, StrategyKind};
 
 /// One remediation of a RollbackPolicy's target: created by the operator (automatic or
 /// annotation-triggered) or by a person, then executed, verified and recorded by the operator.
@@ -71,6 +71,10 @@ pub struct RollbackEventSpec {
     /// roll-forward) is not rolled back: the event is Skipped as superseded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_target: Option<RollbackTarget>,
+    /// The Alertmanager alerts firing for the policy when this remediation was decided.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub alerts: Vec<AlertRecord>,
 }
 
 /// What a version rollback was decided against.

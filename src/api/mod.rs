@@ -3,6 +3,7 @@
 // kube's `printcolumn(..., type_ = "string", ...)` repeats keys clippy takes for duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+mod alert;
 mod common;
 pub mod duration;
 mod event;
@@ -11,6 +12,7 @@ mod policy_status;
 mod rung;
 pub mod yaml;
 
+pub use alert::*;
 pub use common::*;
 pub use duration::Duration;
 pub use event::*;
