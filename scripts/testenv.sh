@@ -207,7 +207,33 @@ side_root() {
 	echo "$dir"
 }
 
-alertmanager_bin() { echo "$(side_root prometheus-alertmanager)/usr/bin/prometheus-alertmanager"; }
+# Debian's alertmanager reads its default notification template from the
+# absolute path /usr/share/prometheus/alertmanager/default.tmpl, which an
+# extracted .deb does not provide.  The wrapper runs it in a private mount
+# namespace where the package's usr/share is overlaid onto /usr/share: seen by
+# that process only, the system is not touched.  Needs root (or unprivileged
+# user namespaces: then --user --map-root-user is added).  exec all the way
+# down, so the wrapper's pid is Alertmanager's.
+alertmanager_bin() {
+	local root wrapper
+	root=$(side_root prometheus-alertmanager)
+	wrapper=$root/alertmanager
+	if [[ ! -x $wrapper ]]; then
+		cat >"$wrapper.tmp.$$" <<'WRAP'
+#!/bin/sh
+root=$(dirname "$(readlink -f "$0")")
+userns=
+[ "$(id -u)" = 0 ] || userns="--user --map-root-user"
+# shellcheck disable=SC2086
+exec unshare $userns --mount --propagation private sh -c \
+	'mount -t overlay overlay -o lowerdir="$0/usr/share:/usr/share" /usr/share && exec "$0/usr/bin/prometheus-alertmanager" "$@"' \
+	"$root" "$@"
+WRAP
+		chmod +x "$wrapper.tmp.$$"
+		mv "$wrapper.tmp.$$" "$wrapper"
+	fi
+	echo "$wrapper"
+}
 
 # ---------------------------------------------------------------------------
 # Control plane build (GOPATH mode, offline, from the extracted Debian root).

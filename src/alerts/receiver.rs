@@ -36,6 +36,7 @@ pub const PATH: &str = "/api/v1/alerts";
 
 /// Flags of the receiver; it is off unless a listen address is given.
 #[derive(Clone, Debug, clap::Args)]
+#[group(id = "alert_receiver")]
 pub struct Settings {
     /// Listen address of the Alertmanager webhook receiver (e.g. 0.0.0.0:9443). Off when unset.
     #[arg(long, env = "FRYS_ALERT_RECEIVER_ADDR")]

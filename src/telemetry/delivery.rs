@@ -59,7 +59,8 @@ impl Delivery {
     /// A ReplicaSet (by uid) created at `created`, seen at `now`: whether it is a new change.
     pub fn release(&mut self, uid: &str, created: Timestamp, now: Timestamp) -> bool {
         let since = self.since(now);
-        created >= since && self.releases.insert(uid)
+        // creationTimestamp has second precision: compare whole seconds.
+        created.as_second() >= since.as_second() && self.releases.insert(uid)
     }
 
     /// A succeeded VersionRollback (by event uid) of a release created at `released` (when
@@ -76,7 +77,7 @@ impl Delivery {
         if completed < since || !self.restores.insert(event_uid) {
             return None;
         }
-        Some(released.map(|r| (completed - r).get_milliseconds().max(0) as f64 / 1000.0))
+        Some(released.map(|r| completed.duration_since(r).as_secs_f64().max(0.0)))
     }
 }
 
@@ -96,6 +97,12 @@ mod tests {
         assert!(d.release("rs-new", t("10:05:00"), t("10:05:01")));
         assert!(!d.release("rs-new", t("10:05:00"), t("10:05:30")), "seen again");
         assert!(d.release("rs-next", t("10:10:00"), t("10:10:01")));
+        // creationTimestamp is truncated to the second: one made in the second counting began
+        // (after the first look at 10:00:00.4) counts.
+        let mut d = Delivery::default();
+        let first_look: Timestamp = "2026-12-01T10:00:00.400Z".parse().unwrap();
+        assert!(d.release("rs-v2", t("10:00:00"), first_look));
+        assert!(!d.release("rs-v0", t("09:59:59"), first_look));
     }
 
     #[test]
@@ -103,6 +110,11 @@ mod tests {
         let mut d = Delivery::default();
         d.release("rs", t("10:00:00"), t("10:00:00"));
         assert_eq!(d.restore("ev1", t("10:02:30"), Some(t("10:00:00")), t("10:02:31")), Some(Some(150.0)));
+        assert_eq!(
+            d.restore("ev9", t("11:02:30"), Some(t("10:00:00")), t("11:02:31")),
+            Some(Some(3750.0)),
+            "minutes and hours, not a span component"
+        );
         assert_eq!(d.restore("ev1", t("10:02:30"), Some(t("10:00:00")), t("10:03:00")), None, "counted once");
         assert_eq!(d.restore("ev2", t("10:09:00"), None, t("10:09:01")), Some(None));
         // Completed before this leader counted: the previous leader's.

@@ -5,6 +5,7 @@
 
 mod api_schema;
 mod apiserver;
+mod alerts;
 mod assessment;
 mod backtest;
 mod chart;
