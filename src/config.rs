@@ -304,6 +304,18 @@ pub fn preset_unit(preset: Preset) -> Unit {
 
 /// One metric after operator defaults.
 pub fn effective_metric(metric: &MetricSpec, config: &OperatorConfig) -> EffectiveMetric {
+    // An alert metric reads the number of its firing alerts: any is Critical.
+    if let Some(alert) = &metric.alert {
+        return EffectiveMetric {
+            name: metric.name.clone(),
+            warning: None,
+            critical: Some(0.0),
+            direction: Direction::Above,
+            weight: metric.weight.unwrap_or(1.0),
+            class: alert.class,
+            unit: None,
+        };
+    }
     let (warning, critical) = match metric.preset {
         Some(preset) => {
             let critical = metric
@@ -415,6 +427,7 @@ mod tests {
             name: "m".into(),
             preset,
             query: preset.is_none().then(|| "up".into()),
+            alert: None,
             warning,
             critical,
             direction: None,

@@ -42,6 +42,7 @@ pub fn metric(name: &str, preset: Preset) -> MetricSpec {
         name: name.into(),
         preset: Some(preset),
         query: None,
+        alert: None,
         warning: None,
         critical: None,
         direction: None,
@@ -123,6 +124,7 @@ pub fn event(name: &str) -> RollbackEvent {
             escalated_from: None,
             rollback_target: None,
             skip_verification: false,
+            alerts: vec![],
         },
     );
     e.metadata.namespace = Some(NS.into());

@@ -8,6 +8,7 @@
 //! a remediation), `leader` (leader election and the fence every write checks), `profile` (environment
 //! profiles: the defaults of policies that leave fields out), `cli` (the commands).
 
+pub mod alerts;
 pub mod api;
 pub mod assess;
 pub mod backtest;

@@ -25,6 +25,8 @@ use syn::visit::{self, Visit};
 const PURE: &[&str] = &[
     "src/assess",
     "src/decide",
+    "src/alerts/state.rs",
+    "src/alerts/payload.rs",
     "src/verify/rules.rs",
     // Profile resolution: spec + profile + operator config → effective.
     "src/profile/resolve.rs",

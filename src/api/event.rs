@@ -8,7 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CheckCategory, FieldManagerRef, GitopsHold, HealthStatus, IncidentClass, Issue, StrategyKind,
+    AlertRecord, CheckCategory, FieldManagerRef, GitopsHold, HealthStatus, IncidentClass, Issue,
+    StrategyKind,
 };
 
 /// One remediation of a RollbackPolicy's target: created by the operator (automatic or
@@ -77,6 +78,10 @@ pub struct RollbackEventSpec {
     /// Drills only: finish once applied, without verification (the drill's `verify: false`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_verification: bool,
+    /// The Alertmanager alerts firing for the policy when this remediation was decided.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub alerts: Vec<AlertRecord>,
 }
 
 /// What a version rollback was decided against.

@@ -3,6 +3,7 @@
 // kube's `printcolumn(..., type_ = "string", ...)` repeats keys clippy takes for duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+mod alert;
 mod common;
 mod drill;
 pub mod duration;
@@ -13,6 +14,7 @@ mod policy_status;
 mod rung;
 pub mod yaml;
 
+pub use alert::*;
 pub use common::*;
 pub use drill::*;
 pub use duration::Duration;

@@ -249,8 +249,9 @@ pub struct BasicAuth {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.preset) != has(self.query)", "message": "a metric sets exactly one of preset or query"},
-    {"rule": "has(self.preset) || has(self.warning) || has(self.critical)", "message": "a metric with a custom query needs a warning or critical threshold"},
+    {"rule": "(has(self.preset) ? 1 : 0) + (has(self.query) ? 1 : 0) + (has(self.alert) ? 1 : 0) == 1", "message": "a metric sets exactly one of preset, query or alert"},
+    {"rule": "has(self.preset) || has(self.alert) || has(self.warning) || has(self.critical)", "message": "a metric with a custom query needs a warning or critical threshold"},
+    {"rule": "!has(self.alert) || !(has(self.warning) || has(self.critical) || has(self.direction) || has(self.class) || has(self.baseline))", "message": "an alert metric has no thresholds, direction, class or baseline: a firing alert is Critical, of alert.class"},
     {"rule": "!has(self.preset) || self.preset == 'responseTime' || ((!has(self.warning) || (self.warning >= 0.0 && self.warning <= 1.0)) && (!has(self.critical) || (self.critical >= 0.0 && self.critical <= 1.0)))", "message": "thresholds of ratio presets (errorRate, memoryUsage, cpuUsage) are ratios between 0 and 1"},
     {"rule": "!has(self.warning) || !has(self.critical) || ((has(self.direction) && self.direction == 'Below') ? self.warning >= self.critical : self.warning <= self.critical)", "message": "the warning threshold must be reached before the critical one (warning <= critical for Above, >= for Below)"}
 ]))]
@@ -270,6 +271,10 @@ pub struct MetricSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub query: Option<String>,
+    /// An Alertmanager alert instead of a query: Critical while an alert of this name, mapped
+    /// to this policy by the operator's alert receiver, is firing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertSignal>,
     /// Threshold beyond which the signal is Warning. Presets default from the operator
     /// configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]

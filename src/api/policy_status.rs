@@ -57,6 +57,12 @@ pub struct RollbackPolicyStatus {
     /// A template rolled back from that came back in this incident, and who wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reapplied: Option<Reapplied>,
+    /// Firing Alertmanager alerts mapped to this policy, keyed by fingerprint. Written only by
+    /// the alert receiver (field manager frys-rollback-alerts), on any replica.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["fingerprint"]))]
+    pub alerts: Vec<AlertRecord>,
 }
 
 /// One assessment of the workload.

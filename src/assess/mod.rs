@@ -16,6 +16,7 @@
 //!   incident, and `conclusive: false`, which never lets it remediate;
 //! - the score is display only (see [`score`]).
 
+pub mod alerts;
 pub mod baseline;
 mod readings;
 mod score;

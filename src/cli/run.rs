@@ -36,6 +36,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub budget: crate::kube_client::Budget,
+
+    #[command(flatten)]
+    pub alert_receiver: crate::alerts::Settings,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -66,6 +69,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let app = server::router(metrics.clone(), probes.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone());
+    let receiver = alert_receiver(&client, &args, shutdown.clone()).await?;
 
     // The key that signs recorded actions, in the operator's own namespace (as the Lease).
     let key_namespace = args
@@ -126,7 +130,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        (served, ()) = async { tokio::join!(server, work) } => served.context("metrics server")?,
+        (served, received, ()) = async { tokio::join!(server, receiver, work) } => {
+            served.context("metrics server")?;
+            received.context("alert receiver")?;
+        }
         () = lost => {
             tracing::error!(identity = leadership.identity(), "leadership lost: exiting");
             anyhow::bail!("lost the leader lease; exiting so that this replica restarts as a follower");
@@ -135,4 +142,52 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     leadership.release().await;
     tracing::info!("frys-rollback stopped");
     Ok(())
+}
+
+/// The Alertmanager receiver on its own port, when configured: on every replica, followers
+/// included (it writes inputs to the policies, not remediations; see `src/alerts`).
+async fn alert_receiver(
+    client: &kube::Client,
+    args: &RunArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<futures::future::BoxFuture<'static, std::io::Result<()>>> {
+    use futures::FutureExt as _;
+    let settings = &args.alert_receiver;
+    let Some(addr) = settings.alert_receiver_addr else {
+        return Ok(futures::future::ready(Ok(())).boxed());
+    };
+    let reference = settings
+        .alert_receiver_token_secret
+        .as_deref()
+        .context("--alert-receiver-addr needs --alert-receiver-token-secret")?;
+    let token = crate::alerts::receiver::load_token(client, reference).await?;
+    let app = crate::alerts::Receiver::new(
+        client.clone(),
+        &token,
+        args.config.workload_label.clone(),
+        args.namespace.clone(),
+        settings.alert_ttl,
+    )
+    .router();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the alert receiver to {addr}"))?;
+    let tls = match (
+        &settings.alert_receiver_tls_cert,
+        &settings.alert_receiver_tls_key,
+    ) {
+        (Some(cert), Some(key)) => Some(crate::alerts::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    tracing::info!(address = %listener.local_addr()?, tls = tls.is_some(), token_secret = reference, "alert receiver listening");
+    Ok(match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .into_future()
+            .boxed(),
+        Some(acceptor) => axum::serve(crate::alerts::tls::Listener::new(listener, acceptor), app)
+            .with_graceful_shutdown(shutdown)
+            .into_future()
+            .boxed(),
+    })
 }

@@ -267,6 +267,10 @@ pub fn validate_metric(metric: &MetricSpec, workload_label: &str) -> Result<(), 
         metric: metric.name.clone(),
         error,
     };
+    if metric.alert.is_some() {
+        // Read from status.alerts (the alert receiver), not from Prometheus.
+        return Ok(());
+    }
     if metric.preset.is_some() {
         check_workload_label(workload_label).map_err(invalid)?;
     }
@@ -310,6 +314,7 @@ mod tests {
             name: name.into(),
             preset: None,
             query: Some(query.into()),
+            alert: None,
             warning: None,
             critical: Some(1.0),
             direction: None,

@@ -8,6 +8,13 @@ use prometheus_client::{
     registry::Registry,
 };
 
+/// The namespace of the policies a delivery metric is about (`policy_namespace`: Prometheus'
+/// scrape target labels take `namespace`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub policy_namespace: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
     pub controller: &'static str,
@@ -66,6 +73,10 @@ pub struct Metrics {
     pub last_evaluation: Family<PolicyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The `last_evaluation` series set, so those of policies that went can be removed.
     evaluated_series: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PolicyLabels>>>,
+    pub changes: Family<NamespaceLabels, Counter>,
+    pub change_failures: Family<NamespaceLabels, Counter>,
+    pub time_to_restore: Family<NamespaceLabels, Histogram>,
+    delivery: std::sync::Arc<std::sync::Mutex<super::delivery::Delivery>>,
 }
 
 impl Default for Metrics {
@@ -85,6 +96,29 @@ impl Default for Metrics {
         let policies_by_health = Family::<HealthLabels, Gauge>::default();
         let failed_incidents = Gauge::default();
         let last_evaluation = Family::default();
+        let changes = Family::<NamespaceLabels, Counter>::default();
+        let change_failures = Family::<NamespaceLabels, Counter>::default();
+        let time_to_restore = Family::<NamespaceLabels, Histogram>::new_with_constructor(|| {
+            // 30 s to a day.
+            Histogram::new([
+                30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0, 86400.0,
+            ])
+        });
+        registry.register(
+            "changes",
+            "Releases of protected targets (a new ReplicaSet of the target created while this replica leads), by policy namespace",
+            changes.clone(),
+        );
+        registry.register(
+            "change_failures",
+            "Releases that needed a remediation (a verified VersionRollback of that release), by policy namespace; over changes_total this is the change failure rate",
+            change_failures.clone(),
+        );
+        registry.register(
+            "time_to_restore_seconds",
+            "Time from a bad release to its verified remediation (VersionRollback Succeeded), by policy namespace",
+            time_to_restore.clone(),
+        );
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -144,6 +178,10 @@ impl Default for Metrics {
             failed_incidents,
             last_evaluation,
             evaluated_series: Default::default(),
+            changes,
+            change_failures,
+            time_to_restore,
+            delivery: Default::default(),
         }
     }
 }
@@ -233,6 +271,50 @@ impl Metrics {
         let labels = policy_labels(policy);
         self.last_evaluation.get_or_create(&labels).set(seconds);
         self.evaluated_series.lock().expect("lock").insert(labels);
+    }
+
+    /// A ReplicaSet of a protected target in `namespace` (see `delivery`): counts a change the
+    /// first time one created while leading is seen.
+    pub fn release_seen(&self, namespace: &str, uid: &str, created: jiff::Timestamp) {
+        let now = jiff::Timestamp::now();
+        if self
+            .delivery
+            .lock()
+            .expect("lock")
+            .release(uid, created, now)
+        {
+            self.changes
+                .get_or_create(&NamespaceLabels {
+                    policy_namespace: namespace.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// A succeeded VersionRollback (by event uid) of a release created at `released`: counts
+    /// a change failure and its time to restore, once.
+    pub fn restore_seen(
+        &self,
+        namespace: &str,
+        event_uid: &str,
+        completed: jiff::Timestamp,
+        released: Option<jiff::Timestamp>,
+    ) {
+        let now = jiff::Timestamp::now();
+        let counted = self
+            .delivery
+            .lock()
+            .expect("lock")
+            .restore(event_uid, completed, released, now);
+        let labels = NamespaceLabels {
+            policy_namespace: namespace.to_owned(),
+        };
+        if let Some(seconds) = counted {
+            self.change_failures.get_or_create(&labels).inc();
+            if let Some(s) = seconds {
+                self.time_to_restore.get_or_create(&labels).observe(s);
+            }
+        }
     }
 
     /// The text exposition of every metric.

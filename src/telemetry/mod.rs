@@ -1,5 +1,6 @@
 //! Logs (tracing, JSON or text) and the operator's own Prometheus metrics.
 
+pub mod delivery;
 pub mod metrics;
 
 pub use metrics::{Metrics, ReconcileTimer};

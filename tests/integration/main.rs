@@ -3,6 +3,7 @@
 //! use (`support::env`): tests that need neither (most of `notify`, `prometheus` with its own
 //! Prometheus) run without it.
 
+mod alerts;
 mod api_schema;
 mod apiserver;
 mod assessment;

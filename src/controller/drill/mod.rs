@@ -474,6 +474,7 @@ impl Step<'_> {
                 escalated_from: None,
                 rollback_target: None,
                 skip_verification: !self.drill.spec.verify,
+                alerts: vec![],
             },
         );
         event.metadata.namespace = Some(self.ns.to_owned());

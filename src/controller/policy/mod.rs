@@ -513,6 +513,15 @@ async fn write_status(
     );
     let name = base.name_any();
     let mut version = base.metadata.resource_version.clone();
+    // status.alerts belongs to the alert receiver (its own field manager): never sent here,
+    // so this apply neither claims nor removes it, and its changes alone are no conflict.
+    let without_alerts = |s: Option<&RollbackPolicyStatus>| {
+        s.cloned().map(|mut s| {
+            s.alerts.clear();
+            s
+        })
+    };
+    let status = without_alerts(Some(status)).unwrap_or_default();
     for _ in 0..3 {
         let patch = json!({
             "apiVersion": RollbackPolicy::api_version(&()),
@@ -534,7 +543,7 @@ async fn write_status(
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 let fresh = api.get(&name).await?;
-                if fresh.status != base.status {
+                if without_alerts(fresh.status.as_ref()) != without_alerts(base.status.as_ref()) {
                     tracing::info!("policy status changed since it was read: recomputing");
                     return Err(Error::Kube(kube::Error::Api(e)));
                 }

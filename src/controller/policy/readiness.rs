@@ -246,6 +246,7 @@ mod tests {
                 name: "errors".into(),
                 preset: Some(Preset::ErrorRate),
                 query: None,
+                alert: None,
                 warning: None,
                 critical: None,
                 direction: None,

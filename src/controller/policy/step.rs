@@ -20,8 +20,8 @@ use crate::{
     },
     assess::{self, AssessInput, Assessment},
     controller::{
-        Context, Error, POLICY_MANAGER, condition, evaluation, evaluation::Evaluation, health,
-        set_condition,
+        Context, Error, POLICY_MANAGER, condition, evaluation, evaluation::Evaluation, evaluator,
+        health, set_condition,
     },
     decide::{self, ClusterView, GuardSettings, PolicyState, Remediate, Tick},
     strategy::{Cluster, Remediation},
@@ -60,7 +60,12 @@ pub(super) async fn run(
         }
     };
 
-    let readings = evaluation.readings.clone().unwrap_or_default();
+    let mut readings = evaluation.readings.clone().unwrap_or_default();
+    readings.extend(assess::alerts::readings(
+        &policy.spec,
+        &status.alerts,
+        evaluation.at,
+    ));
     let signals = assess::signals(&policy.spec, effective, &readings);
     let replica_sets = target
         .map(|d| pctx.replica_sets.owned(d))
@@ -90,6 +95,7 @@ pub(super) async fn run(
     };
     let events = pctx.events.state();
     let own_events = pctx.events_in(&ns);
+    record_delivery(ctx, &ns, &name, &replica_sets, &own_events);
     let (mut active_automatic, critical) = health::cluster_view(&pctx.policies.state(), &events);
     if let Some(created) = in_flight.as_mut() {
         created.retain(|key, at| {
@@ -270,6 +276,7 @@ pub(super) async fn create_event(
             escalated_from,
             rollback_target,
             skip_verification: false,
+            alerts: assess::alerts::causing(&policy.spec, &status.alerts, at),
         },
     );
     event.metadata.namespace = Some(ns.clone());
@@ -315,5 +322,51 @@ async fn namespace_frozen(ctx: &Context, ns: &str) -> bool {
             tracing::warn!(%error, namespace = ns, "reading the namespace freeze annotation");
             false
         }
+    }
+}
+
+/// The delivery metrics (`telemetry::delivery`): the target's releases, and the verified
+/// VersionRollbacks of this policy with the time from the bad release.
+fn record_delivery(
+    ctx: &Context,
+    ns: &str,
+    policy: &str,
+    replica_sets: &[std::sync::Arc<crate::controller::ReplicaSetMeta>],
+    events: &[std::sync::Arc<RollbackEvent>],
+) {
+    use crate::api::StrategyKind;
+    let created = |rs: &crate::controller::ReplicaSetMeta| {
+        rs.metadata.creation_timestamp.as_ref().map(|t| t.0)
+    };
+    for rs in replica_sets {
+        if let (Some(uid), Some(at)) = (rs.metadata.uid.as_deref(), created(rs)) {
+            ctx.metrics.release_seen(ns, uid, at);
+        }
+    }
+    for event in events.iter().filter(|e| {
+        e.spec.policy_ref.name == policy && e.spec.strategy == StrategyKind::VersionRollback
+    }) {
+        let Some(status) = &event.status else {
+            continue;
+        };
+        let (Some(uid), Some(completed)) = (event.metadata.uid.as_deref(), &status.completed_at)
+        else {
+            continue;
+        };
+        if status.phase != EventPhase::Succeeded {
+            continue;
+        }
+        let released = event
+            .spec
+            .rollback_target
+            .as_ref()
+            .and_then(|t| t.from_revision.as_deref())
+            .and_then(|r| {
+                replica_sets
+                    .iter()
+                    .find(|rs| evaluator::revision(&**rs).to_string() == r)
+            })
+            .and_then(|rs| created(rs));
+        ctx.metrics.restore_seen(ns, uid, completed.0, released);
     }
 }

@@ -46,6 +46,7 @@ pub struct Env {
     /// The control plane's request log (one JSON line per request).
     pub request_log: Option<PathBuf>,
     pub prometheus_bin: Option<PathBuf>,
+    pub alertmanager_bin: Option<PathBuf>,
     /// PATH with the environment's kubectl, helm and promtool first.
     pub path: String,
 }
@@ -80,6 +81,7 @@ pub fn env() -> &'static Env {
             testenv_dir: get("FRYS_TESTENV_DIR").map(PathBuf::from),
             request_log: get("FRYS_REQUEST_LOG").map(PathBuf::from),
             prometheus_bin: get("FRYS_PROMETHEUS_BIN").map(PathBuf::from),
+            alertmanager_bin: get("FRYS_ALERTMANAGER_BIN").map(PathBuf::from),
             path: get("PATH").unwrap_or_else(|| std::env::var("PATH").unwrap_or_default()),
         }
     })

@@ -29,10 +29,31 @@ pub struct PrivatePrometheus {
     /// How it was started, for [`PrivatePrometheus::restart`].
     command: (std::path::PathBuf, Vec<String>),
     _dir: tempfile::TempDir,
+    _rules: Option<tempfile::TempDir>,
 }
 
 impl PrivatePrometheus {
     pub async fn start() -> PrivatePrometheus {
+        Self::start_with("").await
+    }
+
+    /// As [`PrivatePrometheus::start`], with `rules` (a rule file's YAML) evaluated every
+    /// second and its alerts sent to the Alertmanager at `alertmanager` (host:port).
+    pub async fn start_with_rules(rules: &str, alertmanager: &str) -> PrivatePrometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules.yml");
+        std::fs::write(&path, rules).unwrap();
+        let extra = format!(
+            "rule_files: ['{}']\n\
+             alerting:\n  alertmanagers: [{{static_configs: [{{targets: ['{alertmanager}']}}]}}]\n",
+            path.display()
+        );
+        let mut p = Self::start_with(&extra).await;
+        p._rules = Some(dir);
+        p
+    }
+
+    async fn start_with(extra_config: &str) -> PrivatePrometheus {
         let env = super::env();
         let bin = env
             .prometheus_bin
@@ -49,7 +70,7 @@ impl PrivatePrometheus {
              scrape_configs:\n\
              - job_name: frys-sim\n  \
                fallback_scrape_protocol: PrometheusText0.0.4\n  \
-               file_sd_configs: [{{files: ['{}/*.json'], refresh_interval: 1s}}]\n",
+               file_sd_configs: [{{files: ['{}/*.json'], refresh_interval: 1s}}]\n{extra_config}",
             sd_dir.display()
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
@@ -75,6 +96,7 @@ impl PrivatePrometheus {
             url,
             command,
             _dir: dir,
+            _rules: None,
         }
     }
 
