@@ -144,6 +144,46 @@ fn allows(
     })
 }
 
+/// The container's literal env values, given as the flags they stand for, parse as
+/// `frys-rollback run` parses them.
+fn parses_as_run(container: &Value) {
+    let mut run = vec!["frys-rollback".to_owned(), "run".to_owned()];
+    for e in container["env"].as_array().unwrap() {
+        if let Some(v) = e["value"].as_str() {
+            let flag = match e["name"].as_str().unwrap() {
+                "HEALTH_CHECK_INTERVAL" => "--interval",
+                "THRESHOLD_RESPONSE_TIME" => "--threshold-response-time",
+                "THRESHOLD_ERROR_RATE" => "--threshold-error-rate",
+                "THRESHOLD_MEMORY_USAGE" => "--threshold-memory-usage",
+                "THRESHOLD_CPU_USAGE" => "--threshold-cpu-usage",
+                "FRYS_WORKLOAD_LABEL" => "--workload-label",
+                "FRYS_MAX_CONCURRENT_REMEDIATIONS" => "--max-concurrent-remediations",
+                "FRYS_FREEZE" => "--freeze",
+                "ROLLBACK_AUTO_ENABLED" => "--auto-rollback",
+                "ROLLBACK_ENV" => "--environment",
+                "FRYS_LOG_FORMAT" => "--log-format",
+                "FRYS_METRICS_ADDR" => "--metrics-addr",
+                "FRYS_LEADER_ELECTION" => "--leader-election",
+                "FRYS_LEADER_ELECTION_LEASE_NAME" => "--leader-election-lease-name",
+                "FRYS_LEADER_ELECTION_LEASE_DURATION" => "--leader-election-lease-duration",
+                "FRYS_LEADER_ELECTION_RENEW_PERIOD" => "--leader-election-renew-period",
+                "FRYS_ALLOW_PROMETHEUS_URLS" => "--allow-prometheus-url",
+                "FRYS_ALLOW_PROBE_URLS" => "--allow-probe-url",
+                "FRYS_UNDO_KEY_SECRET" => "--undo-key-secret",
+                "FRYS_ALERT_RECEIVER_ADDR" => "--alert-receiver-addr",
+                "FRYS_ALERT_RECEIVER_TOKEN_SECRET" => "--alert-receiver-token-secret",
+                "FRYS_ALERT_RECEIVER_TLS_CERT" => "--alert-receiver-tls-cert",
+                "FRYS_ALERT_RECEIVER_TLS_KEY" => "--alert-receiver-tls-key",
+                "FRYS_ALERT_TTL" => "--alert-ttl",
+                _ => continue,
+            };
+            run.extend([flag.to_owned(), v.to_owned()]);
+        }
+    }
+    <frys_rollback::cli::Cli as clap::Parser>::try_parse_from(&run)
+        .unwrap_or_else(|e| panic!("the chart's settings do not parse: {e}"));
+}
+
 #[tokio::test]
 async fn chart_lints_and_renders() {
     let chart = chart_path();
@@ -331,36 +371,7 @@ async fn chart_lints_and_renders() {
     );
 
     // Every value the chart passes parses as `frys-rollback run` would parse it.
-    let mut run = vec!["frys-rollback".to_owned(), "run".to_owned()];
-    for e in container["env"].as_array().unwrap() {
-        if let Some(v) = e["value"].as_str() {
-            let flag = match e["name"].as_str().unwrap() {
-                "HEALTH_CHECK_INTERVAL" => "--interval",
-                "THRESHOLD_RESPONSE_TIME" => "--threshold-response-time",
-                "THRESHOLD_ERROR_RATE" => "--threshold-error-rate",
-                "THRESHOLD_MEMORY_USAGE" => "--threshold-memory-usage",
-                "THRESHOLD_CPU_USAGE" => "--threshold-cpu-usage",
-                "FRYS_WORKLOAD_LABEL" => "--workload-label",
-                "FRYS_MAX_CONCURRENT_REMEDIATIONS" => "--max-concurrent-remediations",
-                "FRYS_FREEZE" => "--freeze",
-                "ROLLBACK_AUTO_ENABLED" => "--auto-rollback",
-                "ROLLBACK_ENV" => "--environment",
-                "FRYS_LOG_FORMAT" => "--log-format",
-                "FRYS_METRICS_ADDR" => "--metrics-addr",
-                "FRYS_LEADER_ELECTION" => "--leader-election",
-                "FRYS_LEADER_ELECTION_LEASE_NAME" => "--leader-election-lease-name",
-                "FRYS_LEADER_ELECTION_LEASE_DURATION" => "--leader-election-lease-duration",
-                "FRYS_LEADER_ELECTION_RENEW_PERIOD" => "--leader-election-renew-period",
-                "FRYS_ALLOW_PROMETHEUS_URLS" => "--allow-prometheus-url",
-                "FRYS_ALLOW_PROBE_URLS" => "--allow-probe-url",
-                "FRYS_UNDO_KEY_SECRET" => "--undo-key-secret",
-                _ => continue,
-            };
-            run.extend([flag.to_owned(), v.to_owned()]);
-        }
-    }
-    <frys_rollback::cli::Cli as clap::Parser>::try_parse_from(&run)
-        .unwrap_or_else(|e| panic!("the chart's settings do not parse: {e}"));
+    parses_as_run(container);
 
     // deploy/frys-rollback.yaml is the chart rendered with its defaults (plus the Namespace).
     let (ok, rendered, err) = helm(&["template", "frys-rollback", &chart, "-n", "frys-system"]);
@@ -473,6 +484,78 @@ async fn chart_lints_and_renders() {
             .any(|e| e["name"] == "FRYS_LEADER_ELECTION" && e["value"] == "false")
     );
 
+    // The Alertmanager receiver: its port, a Service, the token Secret readable by name only,
+    // and the TLS Secret mounted where the flags point.
+    let objects = render(&[
+        "alertReceiver.enabled=true",
+        "alertReceiver.tokenSecret=am-token",
+        "alertReceiver.tlsSecret=am-tls",
+    ]);
+    let service = find(&objects, "Service")
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == "frys-rollback-alerts")
+        .expect("a Service for the receiver");
+    assert_eq!(service["spec"]["ports"][0]["port"], 9443);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http-alerts");
+    let role = find(&objects, "Role")
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == "frys-rollback-alert-receiver")
+        .expect("a Role for the token Secret");
+    assert_eq!(role["metadata"]["namespace"], "ops");
+    assert_eq!(
+        grants([role]),
+        [(
+            "".to_owned(),
+            "secrets".to_owned(),
+            "get".to_owned(),
+            vec!["am-token".to_owned()]
+        )]
+    );
+    let container = &find(&objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+    let value = |name: &str| {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))["value"]
+            .clone()
+    };
+    assert_eq!(value("FRYS_ALERT_RECEIVER_ADDR"), "0.0.0.0:9443");
+    assert_eq!(
+        value("FRYS_ALERT_RECEIVER_TOKEN_SECRET"),
+        "ops/am-token:token"
+    );
+    let cert = value("FRYS_ALERT_RECEIVER_TLS_CERT");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "alert-receiver-tls")
+        .expect("the TLS Secret is mounted");
+    assert!(
+        cert.as_str()
+            .unwrap()
+            .starts_with(mount["mountPath"].as_str().unwrap())
+    );
+    assert_eq!(mount["readOnly"], true);
+    assert!(
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "http-alerts" && p["containerPort"] == 9443)
+    );
+    parses_as_run(container);
+    // Off by default: no Service, no Role, no listener.
+    let defaults = render(&[]);
+    assert!(
+        !defaults
+            .iter()
+            .any(|o| o["metadata"]["name"] == "frys-rollback-alerts"
+                || o["metadata"]["name"] == "frys-rollback-alert-receiver")
+    );
+
     // The schema refuses what the operator would not accept, and unknown values.
     for bad in [
         "operator.logFormat=xml",
@@ -483,6 +566,10 @@ async fn chart_lints_and_renders() {
         "operator.allowedPrometheusUrls={ftp://x}",
         "watchNamespace=Not_A_Name",
         "noSuchValue=1",
+        // The receiver refuses every request without a token Secret.
+        "alertReceiver.enabled=true",
+        "alertReceiver.port=0",
+        "alertReceiver.alertTtl=forever",
     ] {
         let (ok, _, err) = helm(&["template", "x", &chart, "--set", bad]);
         assert!(!ok, "the schema accepted {bad}");
@@ -520,9 +607,13 @@ async fn chart_installs_every_object() {
         "crds.install=false",
         "--set",
         &format!("watchNamespace={ns}"),
+        "--set",
+        "alertReceiver.enabled=true",
+        "--set",
+        "alertReceiver.tokenSecret=am-token",
         "--wait=false",
     ]);
-    assert!(ok, "helm install (one namespace): {err}");
+    assert!(ok, "helm install (one namespace, alert receiver): {err}");
 
     for object in [
         "serviceaccount/frys-rollback",
@@ -537,6 +628,9 @@ async fn chart_installs_every_object() {
         "deployment/frys-ns-frys-rollback",
         "role/frys-ns-frys-rollback",
         "rolebinding/frys-ns-frys-rollback",
+        "service/frys-ns-frys-rollback-alerts",
+        "role/frys-ns-frys-rollback-alert-receiver",
+        "rolebinding/frys-ns-frys-rollback-alert-receiver",
     ] {
         let (ok, _, err) = kubectl(&["get", "-n", &ns, object]);
         assert!(ok, "{object} missing after helm install: {err}");
