@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::support::{
     self, Operator, condition, deployment, env, eventually, kubectl_apply,
-    prometheus::PrivatePrometheus,
+    prometheus::PrivatePrometheus, tls::make_certificates,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -419,5 +419,83 @@ async fn refused_requests_change_nothing() {
             .unwrap()
             .alerts
             .is_empty()
+    );
+}
+
+/// HTTPS on the receiver, as the chart's `alertReceiver.tlsSecret` sets it up: the certificate
+/// from PEM files, verified by a client that trusts its CA and refused by one that does not; the
+/// token is still required over TLS; plain HTTP to the port gets no HTTP answer.
+#[tokio::test]
+async fn the_receiver_serves_https_and_still_wants_the_token() {
+    let certs = tempfile::tempdir().unwrap();
+    if !make_certificates(certs.path()) {
+        support::skip("al-tls", "needs openssl to make test certificates");
+        return;
+    }
+    let client = env().client().await;
+    support::install_crds(&client).await;
+    let ns = support::namespace(&client, "al-tls").await;
+    support::create_secret(&client, &ns, "am-token", json!({"token": TOKEN})).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let secret = format!("{ns}/am-token");
+    let file = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
+    let (cert, key) = (file("server.crt"), file("server.key"));
+    let _operator = Operator::start(
+        &ns,
+        &[
+            "--alert-receiver-addr",
+            &addr,
+            "--alert-receiver-token-secret",
+            &secret,
+            "--alert-receiver-tls-cert",
+            &cert,
+            "--alert-receiver-tls-key",
+            &key,
+        ],
+    )
+    .await;
+    let ca = std::fs::read(file("frys-test-ca.crt")).unwrap();
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://{addr}/api/v1/alerts");
+    // An alert for a workload without a policy: taken, and counted as unmatched.
+    let body = json!({
+        "version": "4", "groupKey": "{}:{}", "status": "firing", "receiver": "frys",
+        "groupLabels": {}, "commonLabels": {}, "externalURL": "http://am",
+        "alerts": [{"status": "firing", "labels": {"alertname": "X", "namespace": ns, "app": "none"},
+                    "annotations": {}, "startsAt": "2026-12-01T10:00:00Z",
+                    "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom/graph",
+                    "fingerprint": "0123456789abcdef"}]
+    })
+    .to_string();
+    let post = |c: &reqwest::Client, url: &str, token: bool| {
+        let mut r = c.post(url).header("content-type", "application/json");
+        if token {
+            r = r.bearer_auth(TOKEN);
+        }
+        r.body(body.clone()).send()
+    };
+    let text = eventually("the receiver answers over HTTPS", TIMEOUT, || async {
+        let r = post(&trusting, &url, true).await.ok()?;
+        (r.status() == 200).then_some(())?;
+        r.text().await.ok()
+    })
+    .await;
+    assert!(text.contains("\"unmatched\":1"), "{text}");
+    let r = post(&trusting, &url, false).await.unwrap();
+    assert_eq!(r.status(), 401, "no token over TLS");
+
+    let untrusting = reqwest::Client::new();
+    let err = post(&untrusting, &url, true).await.unwrap_err();
+    assert!(
+        format!("{err:?}").to_lowercase().contains("certificate"),
+        "a client without the CA must refuse the certificate: {err:?}"
+    );
+    let plain = format!("http://{addr}/api/v1/alerts");
+    assert!(
+        post(&untrusting, &plain, true).await.is_err(),
+        "plain HTTP to the TLS port must get no HTTP answer"
     );
 }

@@ -182,7 +182,7 @@ async fn invalid_policies_are_refused_with_a_clear_message() {
         (
             "metric with both preset and query",
             policy_with("preset: errorRate,", "preset: errorRate, query: up,"),
-            "a metric sets exactly one of preset or query",
+            "a metric sets exactly one of preset, query or alert",
         ),
         (
             "warning beyond critical",

@@ -34,6 +34,18 @@ const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "rollback.frys.io",
+        "rollbackpolicies",
+        "patch",
+        "a trigger annotation on the policy is consumed, or an old finalizer dropped (tests/integration/triggers.rs drives it)",
+    ),
+    (
+        "rollback.frys.io",
+        "rollbackdrills",
+        "get",
+        "a drill's reconcile reads it fresh before acting (tests/integration/drills.rs drives it)",
+    ),
+    (
+        "rollback.frys.io",
         "rollbackdrills",
         "patch",
         "a drill's run-now annotation is consumed (tests/integration/drills.rs drives it)",

@@ -144,7 +144,8 @@ async fn status_and_report_show_policies_and_event_statistics() {
     assert_eq!(row["lastRemediation"]["phase"], "Failed");
     assert_eq!(
         row["profile"],
-        json!({"interval": "5s", "autoRollback": true, "dryRun": false})
+        // No profile configuration: no profile name, nothing inherited (keys kept for scripts).
+        json!({"name": null, "inherited": [], "interval": "5s", "autoRollback": true, "dryRun": false})
     );
 
     let (ok, out, err) = cli(&["status", "-n", &ns]);

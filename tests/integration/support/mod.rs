@@ -30,6 +30,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 mod objects;
 pub mod prometheus;
 pub mod sim;
+pub mod tls;
 pub mod webhook;
 
 pub use objects::{
