@@ -115,6 +115,16 @@ pub fn sum_metric(page: &str, metric: &str, label_filter: Option<&str>) -> f64 {
         .sum()
 }
 
+/// The values of a metric's series whose label set (`{...}`) passes `keep`.
+pub fn metric_values(page: &str, metric: &str, keep: impl Fn(&str) -> bool) -> Vec<f64> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix(metric)?.strip_prefix('{'))
+        .filter_map(|rest| rest.split_once("} "))
+        .filter(|(labels, _)| keep(labels))
+        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+        .collect()
+}
+
 /// The p-th percentile (0-100) by nearest rank; None when empty.
 pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
     if values.is_empty() {
@@ -144,6 +154,13 @@ mod tests {
         let page = "# HELP x\nfrys_q_total{outcome=\"ok\"} 3\nfrys_q_total{outcome=\"error\"} 1\nfrys_q_total_other 9\n";
         assert_eq!(sum_metric(page, "frys_q_total", None), 4.0);
         assert_eq!(sum_metric(page, "frys_q_total", Some("ok")), 3.0);
+    }
+
+    #[test]
+    fn reads_the_values_of_chosen_series() {
+        let page = "# TYPE g gauge\ng{policy_namespace=\"a\",policy=\"w\"} 1.5\ng{policy_namespace=\"b\",policy=\"w\"} 2\ng_other{policy_namespace=\"a\"} 9\n";
+        assert_eq!(metric_values(page, "g", |l| l.contains("\"a\"")), [1.5]);
+        assert_eq!(metric_values(page, "g", |_| true), [1.5, 2.0]);
     }
 
     #[test]

@@ -149,6 +149,26 @@ impl Operator {
         ))
     }
 
+    /// `frys_rollback_last_evaluation_timestamp_seconds` of the policies in `namespaces`: the
+    /// operator's own freshness figure (status.health.evaluatedAt is written only on news).
+    pub async fn last_evaluations(&self, namespaces: &[String]) -> Option<Vec<f64>> {
+        let page = reqwest::get(format!("{}/metrics", self.http))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(crate::measure::metric_values(
+            &page,
+            "frys_rollback_last_evaluation_timestamp_seconds",
+            |labels| {
+                namespaces
+                    .iter()
+                    .any(|ns| labels.contains(&format!("policy_namespace=\"{ns}\"")))
+            },
+        ))
+    }
+
     /// (RSS, peak RSS) in MB.
     pub fn memory(&self) -> Option<(f64, f64)> {
         crate::measure::memory_mb(self.pid)
