@@ -3,21 +3,25 @@
 //! when something a person or the engine reads changed, and otherwise refreshed once every
 //! [`REFRESH_INTERVALS`] intervals so `evaluatedAt` stays a bounded-age heartbeat. The exact
 //! age of every evaluation is published as a metric instead
-//! (`frys_rollback_policy_evaluated_timestamp_seconds`).
+//! (`frys_rollback_last_evaluation_timestamp_seconds`).
 
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::api::RollbackPolicyStatus;
+use crate::api::{RollbackPolicyStatus, conditions};
 
 /// An unchanged status is refreshed after this many intervals (so `evaluatedAt` lags by at
 /// most this many intervals): one write per policy per 20 intervals is the 0.05 budget.
 pub const REFRESH_INTERVALS: u32 = 20;
 
-/// Significant digits a metric or issue value must move by to be news: display rounding is
-/// three digits, and noise in the third digit of a latency is not worth a write.
-const NEWS_DIGITS: i32 = 2;
+/// How far a metric or issue value must move from the one last written to be news, relative
+/// to the larger of the two. Compared with the last written status (not rounded into bins), so
+/// a reading that jitters around a rounding edge is not news on every evaluation.
+const NEWS_RELATIVE: f64 = 0.05;
+
+/// How far the score must move from the one last written (points; it is shown whole).
+const NEWS_SCORE_POINTS: f64 = 1.0;
 
 /// True when `new` differs from `old` in anything but noise, or `old`'s evaluation is older
 /// than [`REFRESH_INTERVALS`] intervals at `now`.
@@ -27,7 +31,7 @@ pub fn worth_writing(
     interval: Duration,
     now: Timestamp,
 ) -> bool {
-    if normalized(old) != normalized(new) {
+    if without_readings(old) != without_readings(new) || readings_moved(old, new) {
         return true;
     }
     let evaluated = |s: &RollbackPolicyStatus| {
@@ -46,32 +50,86 @@ pub fn worth_writing(
     }
 }
 
-/// The status as a person or the engine reads it: no evaluation time, values at news
-/// precision, the score as shown (whole points).
-fn normalized(status: &RollbackPolicyStatus) -> RollbackPolicyStatus {
+/// The status without what changes on every evaluation: the evaluation time, the readings
+/// (values and score, compared by [`readings_moved`]) and the messages that quote them.
+fn without_readings(status: &RollbackPolicyStatus) -> RollbackPolicyStatus {
     let mut s = status.clone();
     if let Some(health) = s.health.as_mut() {
         health.evaluated_at = None;
-        health.score = health.score.round();
+        health.score = 0.0;
         for v in health.metrics.values_mut() {
-            *v = round_sig(*v, NEWS_DIGITS);
+            *v = 0.0;
         }
         for issue in &mut health.issues {
-            issue.value = issue.value.map(|v| round_sig(v, NEWS_DIGITS));
-            // The message quotes the value at display precision: the value above stands for it.
+            issue.value = issue.value.map(|_| 0.0);
             issue.message = None;
+        }
+    }
+    // The Healthy condition's message quotes the worst signals' values (the issues above
+    // stand for them).
+    for c in &mut s.conditions {
+        if c.type_ == conditions::HEALTHY {
+            c.message.clear();
         }
     }
     s
 }
 
-/// `v` rounded to `digits` significant digits.
-fn round_sig(v: f64, digits: i32) -> f64 {
-    if v == 0.0 || !v.is_finite() {
-        return v;
+/// Whether a reading moved beyond noise. Called only when everything else is equal, so both
+/// sides have the same metrics and issues in the same order.
+fn readings_moved(old: &RollbackPolicyStatus, new: &RollbackPolicyStatus) -> bool {
+    let (Some(old), Some(new)) = (&old.health, &new.health) else {
+        return false;
+    };
+    let values = old
+        .metrics
+        .iter()
+        .filter_map(|(name, v)| Some((*v, *new.metrics.get(name)?)));
+    let issues = old
+        .issues
+        .iter()
+        .zip(&new.issues)
+        .filter_map(|(a, b)| Some((a.value?, b.value?)));
+    (old.score - new.score).abs() >= NEWS_SCORE_POINTS
+        || values.chain(issues).any(|(a, b)| moved(a, b))
+}
+
+/// Whether a fresh evaluation of a policy deserves its reconcile before the others': the
+/// engine is mid-streak or mid-incident, the last written health was not Healthy, or a signal
+/// (name, value; None: no data or failed) moved from the value last written. The evaluator
+/// hands these over first, so a turning workload does not wait behind steady ones.
+pub fn urgent<'a>(
+    status: Option<&RollbackPolicyStatus>,
+    readings: impl IntoIterator<Item = (&'a str, Option<f64>)>,
+) -> bool {
+    let Some(status) = status else {
+        return true;
+    };
+    let Some(health) = &status.health else {
+        return true;
+    };
+    if status.failure_streak.unwrap_or(0) > 0
+        || status.incident.is_some()
+        || health.status != crate::api::HealthStatus::Healthy
+    {
+        return true;
     }
-    let scale = 10f64.powi(digits - 1 - v.abs().log10().floor() as i32);
-    (v * scale).round() / scale
+    readings
+        .into_iter()
+        .any(|(name, value)| match (health.metrics.get(name), value) {
+            (Some(old), Some(new)) => moved(*old, new),
+            (None, None) => false,
+            _ => true,
+        })
+}
+
+/// `b` differs from `a` by more than [`NEWS_RELATIVE`] of the larger magnitude (any change to
+/// or from a non-finite value counts).
+fn moved(a: f64, b: f64) -> bool {
+    if !(a.is_finite() && b.is_finite()) {
+        return a.to_bits() != b.to_bits();
+    }
+    (a - b).abs() > NEWS_RELATIVE * a.abs().max(b.abs())
 }
 
 #[cfg(test)]
@@ -158,10 +216,64 @@ mod tests {
     }
 
     #[test]
-    fn rounding_keeps_two_significant_digits() {
-        assert_eq!(round_sig(45.34, 2), 45.0);
-        assert_eq!(round_sig(0.001234, 2), 0.0012);
-        assert_eq!(round_sig(1234.0, 2), 1200.0);
-        assert_eq!(round_sig(0.0, 2), 0.0);
+    fn jitter_around_a_rounding_edge_is_not_news() {
+        // 0.00099 and 0.00101 round apart at two digits; neither moved from what was written.
+        let old = status(0, 0.00099, 99.4);
+        for (t, latency, score) in [(30, 0.00101, 99.6), (60, 0.00098, 98.9), (90, 0.001, 99.5)] {
+            assert!(!worth_writing(
+                &old,
+                &status(t, latency, score),
+                INTERVAL,
+                at(t)
+            ));
+        }
+    }
+
+    #[test]
+    fn a_message_quoting_a_jittering_value_is_not_news_its_condition_changing_is() {
+        let with = |t: i64, status: &str, message: &str| {
+            let mut s = status_at(t);
+            s.conditions
+                .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                    type_: conditions::HEALTHY.into(),
+                    status: status.into(),
+                    reason: "Warning".into(),
+                    message: message.into(),
+                    last_transition_time: Time(at(0)),
+                    observed_generation: None,
+                });
+            s
+        };
+        let old = with(0, "False", "Warning; latency = 812 ms is above 800 ms");
+        let jitter = with(30, "False", "Warning; latency = 815 ms is above 800 ms");
+        assert!(!worth_writing(&old, &jitter, INTERVAL, at(30)));
+        let healthy = with(30, "True", "Healthy");
+        assert!(worth_writing(&old, &healthy, INTERVAL, at(30)));
+    }
+
+    fn status_at(t: i64) -> RollbackPolicyStatus {
+        status(t, 45.0, 99.4)
+    }
+
+    #[test]
+    fn steady_healthy_policies_are_not_urgent_turning_or_failing_ones_are() {
+        let steady = status(0, 45.0, 99.4);
+        assert!(!urgent(Some(&steady), [("latency", Some(45.5))]));
+        assert!(urgent(Some(&steady), [("latency", Some(900.0))]));
+        assert!(urgent(Some(&steady), [("latency", None)]));
+        let mut streak = steady.clone();
+        streak.failure_streak = Some(1);
+        assert!(urgent(Some(&streak), [("latency", Some(45.0))]));
+        assert!(urgent(None, [("latency", Some(45.0))]));
+    }
+
+    #[test]
+    fn values_move_relative_to_their_size() {
+        assert!(!moved(100.0, 104.0));
+        assert!(moved(100.0, 106.0));
+        assert!(moved(0.0, 0.001));
+        assert!(!moved(0.0, 0.0));
+        assert!(moved(1.0, f64::INFINITY));
+        assert!(!moved(f64::NAN, f64::NAN));
     }
 }
