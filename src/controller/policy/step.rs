@@ -89,6 +89,8 @@ pub(super) async fn run(
     let may_act = state.failure_streak > 0
         || state.incident.is_some()
         || assessment.status != crate::api::HealthStatus::Healthy;
+    // Read before the lock: a GET per failing policy would otherwise serialize them all.
+    let namespace_frozen = state.failure_streak > 0 && namespace_frozen(ctx, &ns).await;
     let mut in_flight = match may_act {
         true => Some(pctx.decisions.lock().await),
         false => None,
@@ -106,7 +108,6 @@ pub(super) async fn run(
         });
         active_automatic += created.len() as u32;
     }
-    let namespace_frozen = state.failure_streak > 0 && namespace_frozen(ctx, &ns).await;
     let guard = decide::verdict(
         &GuardSettings::from_config(&ctx.config),
         &ClusterView {
@@ -158,10 +159,19 @@ pub(super) async fn run(
             .as_ref()
             .map(|i| i.started_at)
             .unwrap_or(evaluation.at);
-        let event = create_event(ctx, policy, action, Some(&assessment), status, at).await?;
-        if let Some(created) = in_flight.as_mut() {
-            created.insert(format!("{ns}/{event}"), std::time::Instant::now());
+        // The budget is reserved under the lock; the reads and the create happen after it, so
+        // simultaneous incidents do not wait for each other's API round trips.
+        let key = format!("{ns}/{}", event_name(policy, action, at));
+        if let Some(mut created) = in_flight.take() {
+            created.insert(key.clone(), std::time::Instant::now());
         }
+        let event = match create_event(ctx, policy, action, Some(&assessment), status, at).await {
+            Ok(event) => event,
+            Err(error) => {
+                pctx.decisions.lock().await.remove(&key);
+                return Err(error);
+            }
+        };
         state.attach_event(&event);
         status.last_rollback = Some(LastRollback {
             event,
@@ -170,6 +180,7 @@ pub(super) async fn run(
             time: Time(evaluation.at),
         });
     }
+    drop(in_flight);
     if let Some(last) = status.last_rollback.as_mut()
         && let Some(phase) = health::event_phase(&own_events, &last.event)
     {
@@ -226,12 +237,7 @@ pub(super) async fn create_event(
     at: Timestamp,
 ) -> Result<String, Error> {
     let ns = policy.namespace().unwrap_or_default();
-    let name = format!(
-        "{}-{}-{}",
-        policy.name_any(),
-        action.strategy.as_str().to_lowercase(),
-        at.as_second()
-    );
+    let name = event_name(policy, action, at);
     let escalated_from = action.escalated_from.and_then(|from| {
         status
             .last_rollback
@@ -307,6 +313,16 @@ pub(super) async fn create_event(
     tracing::warn!(event = %name, strategy = %action.strategy, dry_run = action.dry_run,
         reason = %action.reason, "remediation decided");
     Ok(name)
+}
+
+/// `<policy>-<strategy>-<at>`: one event per incident and rung, so a retried decision finds it.
+fn event_name(policy: &RollbackPolicy, action: &Remediate, at: Timestamp) -> String {
+    format!(
+        "{}-{}-{}",
+        policy.name_any(),
+        action.strategy.as_str().to_lowercase(),
+        at.as_second()
+    )
 }
 
 /// The namespace carries the freeze annotation.
