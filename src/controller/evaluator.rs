@@ -42,7 +42,7 @@ use super::{
 use crate::{
     api::{MetricSpec, RollbackPolicy, conditions},
     assess::baseline::BaselineVerdict,
-    config,
+    config, decide,
     prometheus::{
         self, CachedSecrets, ClientCache, CredentialsError, Endpoint, PolicyQueries, SecretLookup,
         Signal, secrets,
@@ -357,7 +357,13 @@ impl Evaluator {
             queries = plan.queries().len(),
             "querying"
         );
+        let started = Instant::now();
         let readings = prometheus::run(&plan, Some(job.at), |e| self.clients.get(e)).await;
+        tracing::debug!(
+            policies = batch.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "queried"
+        );
         let mut evaluations = HashMap::with_capacity(batch.len());
         for q in &batch {
             let mut own = readings.get(&q.policy).cloned().unwrap_or_default();
@@ -403,7 +409,30 @@ impl Evaluator {
         self.latest.lock().expect("lock").extend(done.evaluations);
         self.baselines.lock().expect("lock").extend(done.baselines);
         self.in_flight.lock().expect("lock").remove(&done.endpoint);
-        done.policies
+        // Turning and failing policies first: each reconcile costs about a millisecond, and a
+        // detection should not wait behind thousands of steady ones.
+        let latest = self.latest.lock().expect("lock");
+        let (mut urgent, steady): (Vec<_>, Vec<_>) = done.policies.into_iter().partition(|p| {
+            let readings = latest
+                .get(&format!(
+                    "{}/{}",
+                    p.namespace.as_deref().unwrap_or_default(),
+                    p.name
+                ))
+                .and_then(|e| e.readings.as_ref().ok());
+            let Some(readings) = readings else {
+                return true;
+            };
+            let status = self.policies.get(p).and_then(|p| p.status.clone());
+            decide::news::urgent(
+                status.as_ref(),
+                readings
+                    .iter()
+                    .map(|(name, r)| (name.as_str(), r.as_ref().ok().copied().flatten())),
+            )
+        });
+        urgent.extend(steady);
+        urgent
     }
 
     /// Some(the previous tick) once per aligned interval, recording this one; None when not due.

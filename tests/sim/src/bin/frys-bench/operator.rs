@@ -74,7 +74,8 @@ impl Operator {
             // The evaluator's tick lines time the detecting evaluations to the millisecond.
             .env(
                 "RUST_LOG",
-                "info,frys_rollback::controller::evaluator=debug",
+                std::env::var("FRYS_BENCH_RUST_LOG")
+                    .unwrap_or_else(|_| "info,frys_rollback::controller::evaluator=debug".into()),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
