@@ -135,14 +135,19 @@ impl Operator {
         })
     }
 
-    /// frys_rollback_prometheus_queries_total, summed over outcomes.
-    pub async fn queries_total(&self) -> Option<f64> {
-        let page = reqwest::get(format!("{}/metrics", self.http))
+    /// The operator's /metrics page.
+    async fn metrics_page(&self) -> Option<String> {
+        reqwest::get(format!("{}/metrics", self.http))
             .await
             .ok()?
             .text()
             .await
-            .ok()?;
+            .ok()
+    }
+
+    /// frys_rollback_prometheus_queries_total, summed over outcomes.
+    pub async fn queries_total(&self) -> Option<f64> {
+        let page = self.metrics_page().await?;
         Some(crate::measure::sum_metric(
             &page,
             "frys_rollback_prometheus_queries_total",
@@ -153,12 +158,7 @@ impl Operator {
     /// `frys_rollback_last_evaluation_timestamp_seconds` of the policies in `namespaces`: the
     /// operator's own freshness figure (status.health.evaluatedAt is written only on news).
     pub async fn last_evaluations(&self, namespaces: &[String]) -> Option<Vec<f64>> {
-        let page = reqwest::get(format!("{}/metrics", self.http))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let page = self.metrics_page().await?;
         Some(crate::measure::metric_values(
             &page,
             "frys_rollback_last_evaluation_timestamp_seconds",
