@@ -423,9 +423,9 @@ impl Evaluator {
             let Some(readings) = readings else {
                 return true;
             };
-            let status = self.policies.get(p).and_then(|p| p.status.clone());
+            let policy = self.policies.get(p);
             decide::news::urgent(
-                status.as_ref(),
+                policy.as_ref().and_then(|p| p.status.as_ref()),
                 readings
                     .iter()
                     .map(|(name, r)| (name.as_str(), r.as_ref().ok().copied().flatten())),
