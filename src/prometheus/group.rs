@@ -185,7 +185,18 @@ fn is_placeholder(m: &Matcher, placeholder: &str) -> bool {
     m.op == MatchOp::Equal && m.value == placeholder
 }
 
+/// Prometheus turns an alternation of at most this many literals into a set lookup; a longer
+/// one is run as a regular expression against every value of the label (`maxSetMatches` in
+/// its `FastRegexMatcher`), which at 10,000 targets took seconds per query here.
+const MAX_SET_MATCHES: usize = 256;
+
+/// The matcher value selecting these values. Past [`MAX_SET_MATCHES`] it selects every value
+/// (`.+`): each pair's value is computed apart from the others (see the module docs), so the
+/// extra pairs change nothing in the wanted ones, and the reader picks its own.
 fn alternation(values: &BTreeSet<&str>) -> String {
+    if values.len() > MAX_SET_MATCHES {
+        return ".+".into();
+    }
     values
         .iter()
         .map(|v| regex::escape(v))
@@ -358,6 +369,20 @@ mod tests {
             g.query(&set(&["shop", "pay"]), &set(&["web"])),
             r#"sum by (namespace, app) (rate(x{app=~"web",code=~"5..",namespace=~"pay|shop"}[2m]))"#
         );
+    }
+
+    #[test]
+    fn selects_every_value_past_the_set_limit() {
+        let g = grouped(r#"sum(rate(x{namespace="NS", app="TGT"}[2m]))"#).unwrap();
+        let names: Vec<String> = (0..=MAX_SET_MATCHES).map(|i| format!("w{i}")).collect();
+        let targets: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(
+            g.query(&set(&["shop"]), &targets),
+            r#"sum by (namespace, app) (rate(x{app=~".+",namespace=~"shop"}[2m]))"#
+        );
+        // At the limit, still the exact set.
+        let fewer: BTreeSet<&str> = targets.iter().copied().take(MAX_SET_MATCHES).collect();
+        assert!(g.query(&set(&["shop"]), &fewer).contains("w0|w1|w10"));
     }
 
     #[test]
