@@ -1,19 +1,33 @@
 //! Whether a new policy status carries news. Status writes are the operator's steady-state cost
 //! on the API server (one per policy per interval at any scale), so a status is written only
-//! when something a person or the engine reads changed, and otherwise refreshed once every
-//! [`REFRESH_INTERVALS`] intervals so `evaluatedAt` stays a bounded-age heartbeat. The exact
-//! age of every evaluation is published as a metric instead
-//! (`frys_rollback_last_evaluation_timestamp_seconds`).
+//! when something a person or the engine reads changed, and otherwise refreshed after
+//! [`REFRESH_INTERVALS`] to 1.5x as many intervals (spread by policy, see [`refresh_after`]) so
+//! `evaluatedAt` stays a bounded-age heartbeat. The exact age of every evaluation is published
+//! as a metric instead (`frys_rollback_last_evaluation_timestamp_seconds`).
 
-use std::time::Duration;
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    time::Duration,
+};
 
 use jiff::Timestamp;
 
 use crate::api::{RollbackPolicyStatus, conditions};
 
-/// An unchanged status is refreshed after this many intervals (so `evaluatedAt` lags by at
-/// most this many intervals): one write per policy per 20 intervals is the 0.05 budget.
+/// An unchanged status is refreshed after at least this many intervals, and fewer than 1.5x as
+/// many: one write per policy per 20-29 intervals keeps within the 0.05 budget.
 pub const REFRESH_INTERVALS: u32 = 20;
+
+/// How long an unchanged status of this policy (its namespace/name) goes unwritten: between
+/// [`REFRESH_INTERVALS`] and 1.5x as many intervals, fixed per policy. Policies created together
+/// (a fresh install, a bulk apply) would otherwise refresh together, a burst of one write per
+/// policy every 20 intervals.
+pub fn refresh_after(interval: Duration, policy: &str) -> Duration {
+    let mut hasher = DefaultHasher::new();
+    policy.hash(&mut hasher);
+    let extra = (hasher.finish() % u64::from(REFRESH_INTERVALS / 2)) as u32;
+    interval * (REFRESH_INTERVALS + extra)
+}
 
 /// How far a metric or issue value must move from the one last written to be news, relative
 /// to the larger of the two. Compared with the last written status (not rounded into bins), so
@@ -23,12 +37,12 @@ const NEWS_RELATIVE: f64 = 0.05;
 /// How far the score must move from the one last written (points; it is shown whole).
 const NEWS_SCORE_POINTS: f64 = 1.0;
 
-/// True when `new` differs from `old` in anything but noise, or `old`'s evaluation is older
-/// than [`REFRESH_INTERVALS`] intervals at `now`.
+/// True when `new` differs from `old` in anything but noise, or `old`'s evaluation is at
+/// least `refresh_after` old at `now` (see [`refresh_after`]).
 pub fn worth_writing(
     old: &RollbackPolicyStatus,
     new: &RollbackPolicyStatus,
-    interval: Duration,
+    refresh_after: Duration,
     now: Timestamp,
 ) -> bool {
     if without_readings(old) != without_readings(new) || readings_moved(old, new) {
@@ -43,11 +57,44 @@ pub fn worth_writing(
     match (evaluated(old), evaluated(new)) {
         (Some(before), Some(after)) if after > before => {
             let age = now.duration_since(before).unsigned_abs();
-            age >= interval * REFRESH_INTERVALS
+            age >= refresh_after
         }
         (None, Some(_)) => true,
         _ => false,
     }
+}
+
+/// What makes `new` news against `old`, for the debug log of a status write: the status
+/// fields (and condition types) that differ beyond the readings, or "readings" / "refresh".
+pub fn what_changed(old: &RollbackPolicyStatus, new: &RollbackPolicyStatus) -> Vec<String> {
+    let (a, b) = (without_readings(old), without_readings(new));
+    let fields = |s: &RollbackPolicyStatus| match serde_json::to_value(s) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => Default::default(),
+    };
+    let (fa, fb) = (fields(&a), fields(&b));
+    let keys: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+    let mut changed: Vec<String> = keys
+        .into_iter()
+        .filter(|k| *k != "conditions" && fa.get(*k) != fb.get(*k))
+        .cloned()
+        .collect();
+    for c in &b.conditions {
+        if a.conditions.iter().all(|o| o != c) {
+            changed.push(format!("conditions/{}", c.type_));
+        }
+    }
+    if changed.is_empty() {
+        changed.push(
+            if readings_moved(old, new) {
+                "readings"
+            } else {
+                "refresh"
+            }
+            .into(),
+        );
+    }
+    changed
 }
 
 /// The status without what changes on every evaluation: the evaluation time, the readings
@@ -140,6 +187,22 @@ mod tests {
     use crate::api::{HealthReport, HealthStatus, IncidentClass, IncidentStatus};
 
     const INTERVAL: Duration = Duration::from_secs(30);
+    const REFRESH: Duration = Duration::from_secs(30 * REFRESH_INTERVALS as u64);
+
+    #[test]
+    fn refreshes_are_spread_over_half_the_bound_and_fixed_per_policy() {
+        let afters: Vec<Duration> = (0..200)
+            .map(|i| refresh_after(INTERVAL, &format!("shop/web-{i}")))
+            .collect();
+        let (min, max) = (
+            INTERVAL * REFRESH_INTERVALS,
+            INTERVAL * (REFRESH_INTERVALS * 3 / 2),
+        );
+        assert!(afters.iter().all(|a| *a >= min && *a < max));
+        let distinct: std::collections::BTreeSet<_> = afters.iter().collect();
+        assert!(distinct.len() >= 8, "spread over {} values", distinct.len());
+        assert_eq!(refresh_after(INTERVAL, "shop/web-1"), afters[1]);
+    }
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -162,21 +225,21 @@ mod tests {
     fn a_new_evaluation_with_the_same_reading_is_not_news() {
         let old = status(0, 45.21, 99.38);
         let new = status(30, 45.34, 99.41);
-        assert!(!worth_writing(&old, &new, INTERVAL, at(30)));
+        assert!(!worth_writing(&old, &new, REFRESH, at(30)));
     }
 
     #[test]
     fn a_moved_metric_is_news() {
         let old = status(0, 45.0, 99.4);
         let new = status(30, 52.0, 99.4);
-        assert!(worth_writing(&old, &new, INTERVAL, at(30)));
+        assert!(worth_writing(&old, &new, REFRESH, at(30)));
     }
 
     #[test]
     fn a_moved_score_is_news() {
         let old = status(0, 45.0, 99.4);
         let new = status(30, 45.0, 97.2);
-        assert!(worth_writing(&old, &new, INTERVAL, at(30)));
+        assert!(worth_writing(&old, &new, REFRESH, at(30)));
     }
 
     #[test]
@@ -184,7 +247,7 @@ mod tests {
         let old = status(0, 45.0, 99.4);
         let mut streak = status(30, 45.0, 99.4);
         streak.failure_streak = Some(1);
-        assert!(worth_writing(&old, &streak, INTERVAL, at(30)));
+        assert!(worth_writing(&old, &streak, REFRESH, at(30)));
         let mut incident = status(30, 45.0, 99.4);
         incident.incident = Some(IncidentStatus {
             class: IncidentClass::Errors,
@@ -196,23 +259,23 @@ mod tests {
             failed: false,
             message: None,
         });
-        assert!(worth_writing(&old, &incident, INTERVAL, at(30)));
+        assert!(worth_writing(&old, &incident, REFRESH, at(30)));
     }
 
     #[test]
     fn an_unchanged_status_is_refreshed_after_the_bound() {
         let old = status(0, 45.0, 99.4);
-        let bound = INTERVAL.as_secs() as i64 * REFRESH_INTERVALS as i64;
+        let bound = REFRESH.as_secs() as i64;
         let early = status(bound - 30, 45.0, 99.4);
-        assert!(!worth_writing(&old, &early, INTERVAL, at(bound - 30)));
+        assert!(!worth_writing(&old, &early, REFRESH, at(bound - 30)));
         let due = status(bound, 45.0, 99.4);
-        assert!(worth_writing(&old, &due, INTERVAL, at(bound)));
+        assert!(worth_writing(&old, &due, REFRESH, at(bound)));
     }
 
     #[test]
     fn the_first_evaluation_is_news() {
         let old = RollbackPolicyStatus::default();
-        assert!(worth_writing(&old, &status(0, 45.0, 99.4), INTERVAL, at(0)));
+        assert!(worth_writing(&old, &status(0, 45.0, 99.4), REFRESH, at(0)));
     }
 
     #[test]
@@ -223,7 +286,7 @@ mod tests {
             assert!(!worth_writing(
                 &old,
                 &status(t, latency, score),
-                INTERVAL,
+                REFRESH,
                 at(t)
             ));
         }
@@ -246,9 +309,9 @@ mod tests {
         };
         let old = with(0, "False", "Warning; latency = 812 ms is above 800 ms");
         let jitter = with(30, "False", "Warning; latency = 815 ms is above 800 ms");
-        assert!(!worth_writing(&old, &jitter, INTERVAL, at(30)));
+        assert!(!worth_writing(&old, &jitter, REFRESH, at(30)));
         let healthy = with(30, "True", "Healthy");
-        assert!(worth_writing(&old, &healthy, INTERVAL, at(30)));
+        assert!(worth_writing(&old, &healthy, REFRESH, at(30)));
     }
 
     fn status_at(t: i64) -> RollbackPolicyStatus {

@@ -70,6 +70,9 @@ struct PolicyContext {
     decisions: tokio::sync::Mutex<HashMap<String, Instant>>,
     /// The targets' GitOps owners, looked up at most once a minute per policy.
     owners: super::gitops::OwnerCache,
+    /// Per policy, the rung references read from the API server and found present, and when
+    /// (see `readiness::missing_references`).
+    references: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl PolicyContext {
@@ -126,6 +129,10 @@ impl PolicyContext {
             .lock()
             .expect("lock")
             .retain(|k, _| live.contains(k));
+        self.references
+            .lock()
+            .expect("lock")
+            .retain(|k, _| live.contains(k));
     }
 
     /// The cached RollbackEvents of a namespace.
@@ -150,8 +157,33 @@ pub(super) fn controller(
 ) -> (impl Stream<Item = ()>, Store<RollbackPolicy>) {
     let ns = ctx.namespace.as_deref();
     let policies: Api<RollbackPolicy> = scoped_api(&ctx.client, ns);
-    let controller = Controller::new(policies.clone(), watcher::Config::default());
-    let policy_store = controller.store();
+    // One watch of the policies feeds the cache (without managedFields: nothing reads them, and
+    // at 10,000 policies they are megabytes) and the triggers: each touched policy, and the
+    // siblings targeting its Deployment (one appearing or going changes their
+    // one-policy-per-target verdict).
+    let (policy_store, policy_writer) = reflector::store::<RollbackPolicy>();
+    let siblings = policy_store.clone();
+    let policy_triggers = watcher(policies, watcher::Config::default())
+        .default_backoff()
+        .modify(|p| p.managed_fields_mut().clear())
+        .reflect(policy_writer)
+        .touched_objects()
+        .flat_map(move |touched| {
+            let also = touched.as_ref().map_or_else(
+                |_| vec![],
+                |p: &RollbackPolicy| {
+                    let me = ObjectRef::from_obj(p);
+                    policies_targeting(&siblings, p.namespace().as_deref(), &p.spec.target_ref.name)
+                        .into_iter()
+                        .filter(|r| *r != me)
+                        .filter_map(|r| siblings.get(&r))
+                        .map(|p| Ok(p.as_ref().clone()))
+                        .collect()
+                },
+            );
+            futures::stream::iter(std::iter::once(touched).chain(also))
+        });
+    let controller = Controller::for_stream(policy_triggers, policy_store.clone());
 
     // Deployments are cached (not fetched per reconcile) and trigger the policies that target them.
     let (deployments, writer) = reflector::store::<Deployment>();
@@ -260,7 +292,6 @@ pub(super) fn controller(
                 )
             });
 
-    let siblings = policy_store.clone();
     let pctx = Arc::new(PolicyContext {
         shared: ctx.clone(),
         policies: policy_store.clone(),
@@ -272,20 +303,13 @@ pub(super) fn controller(
         last_sweep: Mutex::default(),
         decisions: Default::default(),
         owners: Default::default(),
+        references: Mutex::default(),
     });
     let reconciles = controller
         .reconcile_on(deployment_triggers)
         .reconcile_on(evaluated)
         .reconcile_on(label_triggers)
         .reconcile_all_on(ctx.profiles.reloads())
-        // A policy appearing or going away changes its siblings' one-policy-per-target verdict.
-        .watches(
-            policies,
-            watcher::Config::default(),
-            move |p: RollbackPolicy| {
-                policies_targeting(&siblings, p.namespace().as_deref(), &p.spec.target_ref.name)
-            },
-        )
         // An event finishing lets the policy decide what comes next.
         .watches(
             scoped_api::<RollbackEvent>(&ctx.client, ns),
@@ -468,7 +492,12 @@ async fn apply(pctx: &PolicyContext, policy: Arc<RollbackPolicy>) -> Result<Acti
         .interval
         .and_then(|d| d.get().ok())
         .unwrap_or(ctx.config.interval);
-    if decide::news::worth_writing(&old_status, &status, interval, Timestamp::now()) {
+    let refresh_after = decide::news::refresh_after(interval, &super::evaluation::key(policy));
+    if decide::news::worth_writing(&old_status, &status, refresh_after, Timestamp::now()) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let news = decide::news::what_changed(&old_status, &status);
+            tracing::debug!(?news, "writing status");
+        }
         write_status(pctx, policy, &status).await?;
     }
 
@@ -477,9 +506,12 @@ async fn apply(pctx: &PolicyContext, policy: Arc<RollbackPolicy>) -> Result<Acti
         housekeeping::auto_restore(pctx, policy, &status).await;
     }
 
-    let changed = previous_ready
-        .as_ref()
-        .is_none_or(|c| c.reason != verdict.reason || (c.status == "True") != verdict.ready);
+    // A transition is an Event; a new policy found valid is not one (at 10,000 policies a fresh
+    // install would otherwise post 10,000 Events saying nothing is wrong).
+    let changed = match &previous_ready {
+        Some(c) => c.reason != verdict.reason || (c.status == "True") != verdict.ready,
+        None => !verdict.ready,
+    };
     if changed {
         tracing::info!(ready = verdict.ready, reason = verdict.reason, message = %verdict.message, "policy readiness changed");
         let level = if verdict.ready {

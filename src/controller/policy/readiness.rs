@@ -192,6 +192,25 @@ async fn missing_references(
             }
         }
     }
+    if to_read.is_empty() && secrets.is_empty() {
+        return missing;
+    }
+    // Objects the operator does not cache are read from the API server: once per list of
+    // references while they all exist, re-read after REFERENCES_TTL (a reconcile per policy
+    // per interval must not cost GETs); while one is missing, on every reconcile, so a fix is
+    // seen at once. A rung whose object went meanwhile fails its plan and escalates.
+    let key = super::super::evaluation::key(policy);
+    let asked = format!("{to_read:?}{secrets:?}");
+    if pctx
+        .references
+        .lock()
+        .expect("lock")
+        .get(&key)
+        .is_some_and(|(checked, at)| *checked == asked && at.elapsed() < REFERENCES_TTL)
+    {
+        return missing;
+    }
+    let before = missing.len();
     // The value is read and dropped: what counts is that the Secret exists, opts in and has the key.
     for (strategy, key) in secrets {
         use crate::notify::UrlResolver;
@@ -214,8 +233,16 @@ async fn missing_references(
             Err(error) => tracing::warn!(%error, "checking {} {name}", kind.as_str()),
         }
     }
+    let mut checked = pctx.references.lock().expect("lock");
+    match missing.len() == before {
+        true => checked.insert(key, (asked, std::time::Instant::now())),
+        false => checked.remove(&key),
+    };
     missing
 }
+
+/// How long references found present are trusted before they are read again.
+const REFERENCES_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {
