@@ -18,13 +18,19 @@ const FIGURES: &[&str] = &[
     "grouped.prometheus_query_requests_per_tick_seen_by_prometheus",
     "grouped.operator_cpu_pct_of_a_core",
     "grouped.operator_rss_mb",
-    "grouped.peak_rss_mb",
+    "grouped.peak_rss_mb_before_faults",
+    "restart.first_full_evaluation_s",
+    "restart.writes_in_first_2_intervals",
+    "restart.kubernetes_events_created",
     "faults.detection_to_patch_ms_p50",
     "faults.detection_to_patch_ms_p99",
+    "faults.readings_to_patch_ms_p50",
+    "faults.readings_to_patch_ms_p99",
     "incidents_raised.remediated",
     "incidents_raised.patch_spread_s",
     "incidents_raised.verified_spread_s",
     "incidents_raised.within_one_interval",
+    "incidents_raised.peak_rss_mb",
     "incidents_defaults.remediations_started",
     "incidents_defaults.hold_engaged",
     "per_policy.prometheus_queries_per_tick",
@@ -128,6 +134,8 @@ fn bench_smoke() {
     }
     // Each requested fault was measured, and the per-policy mode really asks more.
     assert_eq!(figures["incidents_raised.remediated"], "5 of 5", "{stdout}");
+    // A restart on unchanged state announces nothing.
+    assert_eq!(figures["restart.kubernetes_events_created"], 0, "{stdout}");
     // Printed even when the hold did not engage (then null).
     assert!(
         stdout.contains("incidents_defaults.hold_message: "),

@@ -265,13 +265,58 @@ async fn main() -> anyhow::Result<()> {
     // Phase 1: grouped queries (the default), blast-radius guard raised.
     let op = start("grouped", raised.clone()).await?;
     report.put("grouped.operator_log", op.log.display().to_string());
-    let (first, status) = first_full_evaluation(&op, &observed, &namespaces, cli.n, interval).await;
+    let (first, status) = first_full_evaluation(
+        &op,
+        &observed,
+        &namespaces,
+        cli.n,
+        interval,
+        Statuses::Written,
+    )
+    .await;
     report.put("grouped.first_full_evaluation_s", first.map(round));
     report.put("grouped.first_full_status_s", status.map(round));
     // Start-up transients (first status writes, readiness Events) are not steady state.
     tokio::time::sleep(interval).await;
     let grouped = steady(&cli, &env, &op, &observed, &namespaces, interval).await?;
     grouped.put(&mut report, "grouped");
+    report.put(
+        "grouped.peak_rss_mb_before_faults",
+        op.memory().map(|(_, hwm)| round(hwm)),
+    );
+
+    // A restart on unchanged state: every policy has its status already, so the new process
+    // must evaluate all of them at once and write nothing (no status, no Kubernetes Event).
+    drop(op);
+    let offset = measure::log_offset(&env.request_log);
+    let op = start("restart", raised.clone()).await?;
+    let (first, _) = first_full_evaluation(
+        &op,
+        &observed,
+        &namespaces,
+        cli.n,
+        interval,
+        Statuses::Unchanged,
+    )
+    .await;
+    report.put("restart.first_full_evaluation_s", first.map(round));
+    tokio::time::sleep(interval * 2).await;
+    let (requests, _) = measure::read_requests(&env.request_log, offset)?;
+    let writes: BTreeMap<String, usize> = measure::count_by_verb(
+        requests
+            .iter()
+            .filter(|r| r.time >= op.started && in_scope(r, &namespaces, namespaces.len() > 1))
+            .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch" | "delete")),
+    );
+    report.put("restart.writes_in_first_2_intervals", &writes);
+    report.put(
+        "restart.kubernetes_events_created",
+        writes
+            .iter()
+            .filter(|(k, _)| k.contains("events") && !k.contains("rollbackevents"))
+            .map(|(_, v)| v)
+            .sum::<usize>(),
+    );
 
     let mut used = 0usize;
     if cli.faults > 0 {
@@ -312,8 +357,9 @@ async fn main() -> anyhow::Result<()> {
         report.put("incidents_raised.count", m);
         burst.put(&mut report, "incidents_raised", interval);
     }
+    // The restarted process's, through the faults and the burst.
     report.put(
-        "grouped.peak_rss_mb",
+        "incidents_raised.peak_rss_mb",
         op.memory().map(|(_, hwm)| round(hwm)),
     );
     drop(op);
@@ -342,7 +388,15 @@ async fn main() -> anyhow::Result<()> {
     // Phase 3: the peers' model, one query per policy per signal, in the same run.
     if !cli.skip_per_policy {
         let op = start("per-policy", vec!["--per-policy-queries".into()]).await?;
-        let (first, _) = first_full_evaluation(&op, &observed, &namespaces, cli.n, interval).await;
+        let (first, _) = first_full_evaluation(
+            &op,
+            &observed,
+            &namespaces,
+            cli.n,
+            interval,
+            Statuses::Unchanged,
+        )
+        .await;
         report.put("per_policy.first_full_evaluation_s", first.map(round));
         tokio::time::sleep(interval).await;
         let per = steady(&cli, &env, &op, &observed, &namespaces, interval).await?;
@@ -451,6 +505,7 @@ async fn first_full_evaluation(
     namespaces: &[String],
     n: usize,
     interval: Duration,
+    statuses: Statuses,
 ) -> (Option<f64>, Option<f64>) {
     let started = op.started;
     let since = started.as_millisecond() as f64 / 1000.0;
@@ -466,6 +521,9 @@ async fn first_full_evaluation(
             let last = op.last_evaluations(namespaces).await.unwrap_or_default();
             if last.iter().filter(|t| **t >= since).count() >= n {
                 evaluated = Some(Timestamp::now().duration_since(started).as_secs_f64());
+                if statuses == Statuses::Unchanged {
+                    return (evaluated, None);
+                }
             }
         }
         let fresh = observed.count_evaluated_since(floor);
@@ -483,6 +541,14 @@ async fn first_full_evaluation(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Whether a start's first evaluations write every status (a fresh install: the first status
+/// is news) or none (a restart on unchanged state: only the gauge shows them).
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Statuses {
+    Written,
+    Unchanged,
 }
 
 /// One steady-state window's figures.
@@ -659,6 +725,9 @@ async fn release(client: &Client, ns: &str, name: &str, image: String) -> anyhow
 /// Detection-to-patch latencies and the spread of a set of incidents.
 struct Incidents {
     detection_to_patch_ms: Vec<f64>,
+    /// From the detecting tick's readings back from Prometheus to the patch: the operator's
+    /// own share (the queries of a tick take what they take at this N).
+    readings_to_patch_ms: Vec<f64>,
     /// Seconds between the first and the last remediation patch, and verification.
     patch_spread_s: Option<f64>,
     verified_spread_s: Option<f64>,
@@ -685,6 +754,14 @@ impl Incidents {
         report.put(
             &format!("{phase}.detection_to_patch_ms_p99"),
             percentile(&self.detection_to_patch_ms, 99.0).map(round),
+        );
+        report.put(
+            &format!("{phase}.readings_to_patch_ms_p50"),
+            percentile(&self.readings_to_patch_ms, 50.0).map(round),
+        );
+        report.put(
+            &format!("{phase}.readings_to_patch_ms_p99"),
+            percentile(&self.readings_to_patch_ms, 99.0).map(round),
         );
         report.put(
             &format!("{phase}.detection_time_source"),
@@ -768,8 +845,10 @@ async fn incidents(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (requests, _) = measure::read_requests(&env.request_log, offset)?;
     let ticks = op.tick_times();
+    let readings = op.readings_times();
     let mut out = Incidents {
         detection_to_patch_ms: vec![],
+        readings_to_patch_ms: vec![],
         patch_spread_s: None,
         verified_spread_s: None,
         remediated: 0,
@@ -805,6 +884,12 @@ async fn incidents(
             patches.push(p.time);
             out.detection_to_patch_ms
                 .push(p.time.duration_since(detected).as_secs_f64() * 1000.0);
+            if out.precise
+                && let Some(back) = readings.iter().find(|t| **t >= detected && **t <= p.time)
+            {
+                out.readings_to_patch_ms
+                    .push(p.time.duration_since(*back).as_secs_f64() * 1000.0);
+            }
         }
         if let Some(v) = observed.succeeded_since(ns, name, since) {
             out.verified += 1;

@@ -14,8 +14,9 @@ pub struct Operator {
     pub pid: u32,
     pub started: Timestamp,
     http: String,
-    /// When each evaluator tick that evaluated something began (its "evaluating" log line).
-    ticks: Arc<Mutex<Vec<Timestamp>>>,
+    /// When each evaluator tick that evaluated something began (its "evaluating" log line),
+    /// and when each endpoint's readings came back ("queried").
+    ticks: Arc<Mutex<(Vec<Timestamp>, Vec<Timestamp>)>>,
     pub log: PathBuf,
 }
 
@@ -84,7 +85,7 @@ impl Operator {
             .with_context(|| format!("starting {}", bin.display()))?;
         let pid = child.id().context("operator pid")?;
         let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-        let ticks = Arc::new(Mutex::new(Vec::new()));
+        let ticks = Arc::new(Mutex::new((Vec::new(), Vec::new())));
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
             let ticks = ticks.clone();
@@ -105,13 +106,18 @@ impl Operator {
                     {
                         let _ = tx.send(a.to_owned());
                     }
-                    if v.get("message").and_then(|m| m.as_str()) == Some("evaluating")
+                    let message = v.get("message").and_then(|m| m.as_str());
+                    if let Some(kind @ ("evaluating" | "queried")) = message
                         && let Some(t) = v
                             .get("timestamp")
                             .and_then(|t| t.as_str())
                             .and_then(|t| t.parse::<Timestamp>().ok())
                     {
-                        ticks.lock().expect("lock").push(t);
+                        let mut ticks = ticks.lock().expect("lock");
+                        match kind {
+                            "evaluating" => ticks.0.push(t),
+                            _ => ticks.1.push(t),
+                        }
                     }
                 }
             });
@@ -175,8 +181,14 @@ impl Operator {
         crate::measure::memory_mb(self.pid)
     }
 
+    /// When each evaluator tick that evaluated something began.
     pub fn tick_times(&self) -> Vec<Timestamp> {
-        self.ticks.lock().expect("lock").clone()
+        self.ticks.lock().expect("lock").0.clone()
+    }
+
+    /// When each endpoint's readings came back from Prometheus (its "queried" log line).
+    pub fn readings_times(&self) -> Vec<Timestamp> {
+        self.ticks.lock().expect("lock").1.clone()
     }
 }
 
