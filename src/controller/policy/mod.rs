@@ -169,18 +169,13 @@ pub(super) fn controller(
         .reflect(policy_writer)
         .touched_objects()
         .flat_map(move |touched| {
-            let also = touched.as_ref().map_or_else(
-                |_| vec![],
-                |p: &RollbackPolicy| {
-                    let me = ObjectRef::from_obj(p);
-                    policies_targeting(&siblings, p.namespace().as_deref(), &p.spec.target_ref.name)
-                        .into_iter()
-                        .filter(|r| *r != me)
-                        .filter_map(|r| siblings.get(&r))
-                        .map(|p| Ok(p.as_ref().clone()))
-                        .collect()
-                },
-            );
+            let also: Vec<_> = match &touched {
+                Ok(p) => targeting(&siblings, p.namespace().as_deref(), &p.spec.target_ref.name)
+                    .filter(|s| s.name_any() != p.name_any())
+                    .map(|s| Ok(s.as_ref().clone()))
+                    .collect(),
+                Err(_) => vec![],
+            };
             futures::stream::iter(std::iter::once(touched).chain(also))
         });
     let controller = Controller::for_stream(policy_triggers, policy_store.clone());
@@ -335,17 +330,29 @@ pub(super) fn controller(
     (stream, policy_store)
 }
 
+/// References to the cached policies of `namespace` whose target is `target`.
 fn policies_targeting(
     store: &Store<RollbackPolicy>,
     namespace: Option<&str>,
     target: &str,
 ) -> Vec<ObjectRef<RollbackPolicy>> {
-    store
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == namespace && p.spec.target_ref.name == target)
+    targeting(store, namespace, target)
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
+}
+
+/// The cached policies of `namespace` whose target is `target`.
+fn targeting(
+    store: &Store<RollbackPolicy>,
+    namespace: Option<&str>,
+    target: &str,
+) -> impl Iterator<Item = Arc<RollbackPolicy>> {
+    let target = target.to_owned();
+    let namespace = namespace.map(str::to_owned);
+    store
+        .state()
+        .into_iter()
+        .filter(move |p| p.namespace() == namespace && p.spec.target_ref.name == target)
 }
 
 #[tracing::instrument(skip_all, fields(policy = %policy.name_any(), namespace = policy.namespace().unwrap_or_default()))]

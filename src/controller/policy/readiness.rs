@@ -199,18 +199,20 @@ async fn missing_references(
     // references while they all exist, re-read after REFERENCES_TTL (a reconcile per policy
     // per interval must not cost GETs); while one is missing, on every reconcile, so a fix is
     // seen at once. A rung whose object went meanwhile fails its plan and escalates.
-    let key = super::super::evaluation::key(policy);
+    let policy_key = super::super::evaluation::key(policy);
     let asked = format!("{to_read:?}{secrets:?}");
     if pctx
         .references
         .lock()
         .expect("lock")
-        .get(&key)
+        .get(&policy_key)
         .is_some_and(|(checked, at)| *checked == asked && at.elapsed() < REFERENCES_TTL)
     {
         return missing;
     }
     let before = missing.len();
+    // A read that failed (not a 404) proves nothing either way: not trusted for the TTL.
+    let mut unread = false;
     // The value is read and dropped: what counts is that the Secret exists, opts in and has the key.
     for (strategy, key) in secrets {
         use crate::notify::UrlResolver;
@@ -230,14 +232,18 @@ async fn missing_references(
                 kind.as_str(),
                 kind.api_version()
             )),
-            Err(error) => tracing::warn!(%error, "checking {} {name}", kind.as_str()),
+            Err(error) => {
+                unread = true;
+                tracing::warn!(%error, "checking {} {name}", kind.as_str());
+            }
         }
     }
     let mut checked = pctx.references.lock().expect("lock");
-    match missing.len() == before {
-        true => checked.insert(key, (asked, std::time::Instant::now())),
-        false => checked.remove(&key),
-    };
+    if missing.len() == before && !unread {
+        checked.insert(policy_key, (asked, std::time::Instant::now()));
+    } else {
+        checked.remove(&policy_key);
+    }
     missing
 }
 
