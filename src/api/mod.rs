@@ -47,6 +47,12 @@ pub mod annotations {
     pub const UNDO: &str = "rollback.frys.io/undo";
     /// On a RollbackDrill: run it now (any value); removed once the run starts or is refused.
     pub const RUN_NOW: &str = "rollback.frys.io/run-now";
+
+    /// A namespace's annotations hold its automatic remediation ([`FREEZE`], any value but
+    /// `false`).
+    pub fn is_frozen(annotations: &std::collections::BTreeMap<String, String>) -> bool {
+        annotations.get(FREEZE).is_some_and(|v| v != "false")
+    }
 }
 
 /// Labels the operator reads or writes.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use kube::ResourceExt;
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
 
 use crate::{api::RollbackPolicy, prometheus::Reading};
 
@@ -29,5 +29,14 @@ pub fn key(policy: &RollbackPolicy) -> String {
         "{}/{}",
         policy.namespace().unwrap_or_default(),
         policy.name_any()
+    )
+}
+
+/// [`key`] of a policy known by reference.
+pub fn ref_key(policy: &ObjectRef<RollbackPolicy>) -> String {
+    format!(
+        "{}/{}",
+        policy.namespace.as_deref().unwrap_or_default(),
+        policy.name
     )
 }

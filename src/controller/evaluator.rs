@@ -35,7 +35,7 @@ use kube::{
 
 use super::{
     Context, Shutdown,
-    evaluation::{Evaluation, EvaluationError, key},
+    evaluation::{Evaluation, EvaluationError, key, ref_key},
     replica_sets::ReplicaSetIndex,
     scoped_api,
 };
@@ -64,6 +64,14 @@ const CLIENT_IDLE: Duration = Duration::from_secs(600);
 const PREPARE_CONCURRENCY: usize = 32;
 /// Baseline range reads in flight per endpoint.
 const BASELINE_CONCURRENCY: usize = 4;
+/// Steady policies handed to the reconciler and not yet reconciled, at most. kube's scheduler
+/// serves requests made in the same instant last-in first-out, so handing over a whole tick at
+/// once would put a detection behind every steady reconcile of that tick; with a window, it
+/// waits behind at most this many.
+const STEADY_WINDOW: usize = 32;
+/// A steady policy handed over whose evaluation was not taken within this (its reconcile
+/// stopped early) no longer holds a place in the window.
+const STEADY_HOLD: Duration = Duration::from_secs(5);
 
 /// Shared between the evaluator task and the policy reconciler.
 pub struct Evaluator {
@@ -87,6 +95,19 @@ pub struct Evaluator {
     /// When each endpoint was last queried (idle clients are dropped).
     used: Mutex<HashMap<Endpoint, Instant>>,
     pruned: Mutex<Option<Instant>>,
+    /// Steady policies waiting for a place in the reconciler's window (see [`STEADY_WINDOW`]).
+    steady: Mutex<SteadyFeed>,
+    /// Signalled when a reconcile takes an evaluation (a place in the window may be free).
+    taken: tokio::sync::Notify,
+}
+
+/// Steady policies waiting to be reconciled, and those handed over whose evaluation is not
+/// taken yet.
+#[derive(Default)]
+struct SteadyFeed {
+    backlog: std::collections::VecDeque<ObjectRef<RollbackPolicy>>,
+    queued: HashSet<ObjectRef<RollbackPolicy>>,
+    handed: HashMap<String, Instant>,
 }
 
 type MissVerdict = Result<Option<Arc<Secret>>, CredentialsError>;
@@ -145,13 +166,26 @@ impl Evaluator {
             misses: Mutex::default(),
             used: Mutex::default(),
             pruned: Mutex::default(),
+            steady: Mutex::default(),
+            taken: tokio::sync::Notify::new(),
         }
     }
 
     /// The latest evaluation of a policy, once: a reconcile of a cached object whose status does
     /// not show the previous step yet must not apply the same evaluation twice.
     pub fn take(&self, policy: &RollbackPolicy) -> Option<Evaluation> {
-        self.latest.lock().expect("lock").remove(&key(policy))
+        let key = key(policy);
+        if self
+            .steady
+            .lock()
+            .expect("lock")
+            .handed
+            .remove(&key)
+            .is_some()
+        {
+            self.taken.notify_one();
+        }
+        self.latest.lock().expect("lock").remove(&key)
     }
 
     /// The baseline judges' verdicts of a policy's latest evaluation, once.
@@ -240,7 +274,12 @@ impl Evaluator {
                         endpoints.insert(handle.id(), endpoint);
                     }
                     self.ctx.liveness.beat();
-                    if !send(failed) {
+                    if !send(failed) || !send(self.next_steady()) {
+                        return;
+                    }
+                }
+                () = self.taken.notified() => {
+                    if !send(self.next_steady()) {
                         return;
                     }
                 }
@@ -248,7 +287,12 @@ impl Evaluator {
                     match joined {
                         Ok((id, done)) => {
                             endpoints.remove(&id);
-                            if !send(self.finish(done)) {
+                            let (urgent, steady) = self.finish(done);
+                            if !send(urgent) {
+                                return;
+                            }
+                            self.queue_steady(steady);
+                            if !send(self.next_steady()) {
                                 return;
                             }
                         }
@@ -404,21 +448,24 @@ impl Evaluator {
         }
     }
 
-    /// Keeps a finished job's results for the reconciles, frees its endpoint.
-    fn finish(&self, done: Done) -> Vec<ObjectRef<RollbackPolicy>> {
+    /// Keeps a finished job's results for the reconciles, frees its endpoint. Returns its
+    /// policies in two parts: those turning or failing (to reconcile now), and the steady rest.
+    fn finish(
+        &self,
+        done: Done,
+    ) -> (
+        Vec<ObjectRef<RollbackPolicy>>,
+        Vec<ObjectRef<RollbackPolicy>>,
+    ) {
         self.latest.lock().expect("lock").extend(done.evaluations);
         self.baselines.lock().expect("lock").extend(done.baselines);
         self.in_flight.lock().expect("lock").remove(&done.endpoint);
         // Turning and failing policies first: each reconcile costs about a millisecond, and a
         // detection should not wait behind thousands of steady ones.
         let latest = self.latest.lock().expect("lock");
-        let (mut urgent, steady): (Vec<_>, Vec<_>) = done.policies.into_iter().partition(|p| {
+        done.policies.into_iter().partition(|p| {
             let readings = latest
-                .get(&format!(
-                    "{}/{}",
-                    p.namespace.as_deref().unwrap_or_default(),
-                    p.name
-                ))
+                .get(&ref_key(p))
                 .and_then(|e| e.readings.as_ref().ok());
             let Some(readings) = readings else {
                 return true;
@@ -430,9 +477,36 @@ impl Evaluator {
                     .iter()
                     .map(|(name, r)| (name.as_str(), r.as_ref().ok().copied().flatten())),
             )
-        });
-        urgent.extend(steady);
-        urgent
+        })
+    }
+
+    /// Adds steady policies to the backlog (once each: a policy still waiting from an earlier
+    /// tick keeps its place, and its reconcile takes the newest evaluation).
+    fn queue_steady(&self, policies: Vec<ObjectRef<RollbackPolicy>>) {
+        let mut feed = self.steady.lock().expect("lock");
+        for p in policies {
+            if feed.queued.insert(p.clone()) {
+                feed.backlog.push_back(p);
+            }
+        }
+    }
+
+    /// The steady policies that fit in the reconciler's window now.
+    fn next_steady(&self) -> Vec<ObjectRef<RollbackPolicy>> {
+        let mut feed = self.steady.lock().expect("lock");
+        if feed.backlog.is_empty() {
+            return vec![];
+        }
+        feed.handed.retain(|_, at| at.elapsed() < STEADY_HOLD);
+        let mut out = vec![];
+        while feed.handed.len() < STEADY_WINDOW
+            && let Some(p) = feed.backlog.pop_front()
+        {
+            feed.queued.remove(&p);
+            feed.handed.insert(ref_key(&p), Instant::now());
+            out.push(p);
+        }
+        out
     }
 
     /// Some(the previous tick) once per aligned interval, recording this one; None when not due.
@@ -792,6 +866,41 @@ mod tests {
         assert!(
             e.take_if_due(&p, next).is_some(),
             "due at the next interval"
+        );
+    }
+
+    #[tokio::test]
+    async fn steady_policies_are_handed_over_a_window_at_a_time() {
+        let names: Vec<String> = (0..STEADY_WINDOW + 8).map(|i| format!("p{i}")).collect();
+        let (policies, _w) = store(names.iter().map(|n| fixtures::policy(n)).collect());
+        let e = evaluator(policies);
+        let refs: Vec<_> = names
+            .iter()
+            .map(|n| ObjectRef::from_obj(&fixtures::policy(n)))
+            .collect();
+        e.queue_steady(refs.clone());
+        e.queue_steady(refs[..4].to_vec());
+        let first = e.next_steady();
+        assert_eq!(
+            first,
+            refs[..STEADY_WINDOW].to_vec(),
+            "in order, one window"
+        );
+        assert!(e.next_steady().is_empty(), "the window is full");
+        e.take(&fixtures::policy("p0"));
+        e.take(&fixtures::policy("p1"));
+        assert_eq!(
+            e.next_steady(),
+            refs[STEADY_WINDOW..STEADY_WINDOW + 2].to_vec()
+        );
+        // A reconcile that never takes its evaluation gives its place back after a while.
+        for at in e.steady.lock().unwrap().handed.values_mut() {
+            *at -= STEADY_HOLD;
+        }
+        assert_eq!(
+            e.next_steady(),
+            refs[STEADY_WINDOW + 2..].to_vec(),
+            "each policy once, although queued twice"
         );
     }
 

@@ -500,6 +500,25 @@ async fn verify(
     Ok(Action::await_change())
 }
 
+/// Lists what the Deployment's selector selects (its `matchLabels`; the owner is checked too).
+fn selected_by(deployment: &Deployment) -> ListParams {
+    let labels = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+    match labels {
+        Some(l) if !l.is_empty() => ListParams::default().labels(&l),
+        _ => ListParams::default(),
+    }
+}
+
 /// The seed's six checks (see `crate::verify`); they poll until the verification timeout.
 async fn run_verification(
     ctx: &Context,
@@ -530,8 +549,11 @@ async fn run_verification(
         .get_opt(target)
         .await?;
     let names: Vec<String> = match &deployment {
+        // The Deployment's own ReplicaSets, metadata only: a namespace-wide list of full
+        // objects (templates and all) for every verification was the heaviest read of an
+        // incident storm.
         Some(d) => replica_sets
-            .list(&ListParams::default())
+            .list_metadata(&selected_by(d))
             .await?
             .items
             .into_iter()

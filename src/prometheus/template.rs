@@ -244,7 +244,33 @@ pub fn metric_template(metric: &MetricSpec, workload_label: &str) -> Option<Stri
 }
 
 /// Parses PromQL and checks it returns an instant vector or a scalar.
+///
+/// Verdicts are remembered by text: every reconcile checks its policy's queries, and parsing
+/// (which compiles each `=~` matcher's regex) was a third of the operator's steady-state CPU,
+/// although thousands of policies share a handful of templates.
 pub fn check_promql(promql: &str) -> Result<(), TemplateError> {
+    use std::{
+        collections::HashMap,
+        sync::{LazyLock, Mutex},
+    };
+    /// Distinct texts remembered; past it the memo starts over (policies with their own
+    /// queries each add one).
+    const REMEMBERED: usize = 4096;
+    static VERDICTS: LazyLock<Mutex<HashMap<String, Result<(), TemplateError>>>> =
+        LazyLock::new(Mutex::default);
+    if let Some(verdict) = VERDICTS.lock().expect("lock").get(promql) {
+        return verdict.clone();
+    }
+    let verdict = parse_instant(promql);
+    let mut verdicts = VERDICTS.lock().expect("lock");
+    if verdicts.len() >= REMEMBERED {
+        verdicts.clear();
+    }
+    verdicts.insert(promql.to_owned(), verdict.clone());
+    verdict
+}
+
+fn parse_instant(promql: &str) -> Result<(), TemplateError> {
     let expr = parser::parse(promql).map_err(TemplateError::InvalidPromql)?;
     match expr.value_type() {
         ValueType::Vector | ValueType::Scalar => Ok(()),

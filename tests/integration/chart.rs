@@ -33,6 +33,12 @@ const JUSTIFIED_UNUSED: &[(&str, &str, &str, &str)] = &[
         "a verification probe reads the Pod an endpoint names (only with a health or HTTP check)",
     ),
     (
+        "",
+        "namespaces",
+        "get",
+        "a drill reads its namespace's drills label, and the freeze check reads a namespace the cache has not shown yet (tests/integration/drills.rs drives the first)",
+    ),
+    (
         "rollback.frys.io",
         "rollbackpolicies",
         "patch",

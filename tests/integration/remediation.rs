@@ -709,3 +709,77 @@ async fn environment_switch_flips_the_selector_after_the_standby_is_ready() {
         "the previous selector is recorded: {recorded}"
     );
 }
+
+/// A namespace annotated `rollback.frys.io/freeze=true` holds automatic remediation (the
+/// operator reads the annotation from its namespace cache, so a freeze set a moment before an
+/// incident must already count); removing it lets the held remediation run.
+#[tokio::test]
+async fn a_frozen_namespace_holds_automatic_remediation_until_thawed() {
+    let Some((client, ns, _operator)) = support::operator_namespace("rm-freeze", &[]).await else {
+        return;
+    };
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .create(&PostParams::default(), &deployment("web", "demo:v1"))
+        .await
+        .unwrap();
+    let policy = r#"
+apiVersion: rollback.frys.io/v1alpha1
+kind: RollbackPolicy
+metadata: {name: web}
+spec:
+  targetRef: {name: web}
+  interval: 1s
+  rateWindow: 5s
+  consecutiveFailures: 2
+  cooldown: 1s
+  metrics:
+    - {name: errors, preset: errorRate, warning: 0.02, critical: 0.05}
+  strategies:
+    - type: VersionRollback
+  verification: {stabilizationDelay: 2s, timeout: 1m}
+"#;
+    let (ok, _, err) = kubectl_apply(&ns, policy);
+    assert!(ok, "{err}");
+    let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &ns);
+    eventually("healthy before the release", TIMEOUT, || async {
+        let p = policies.get("web").await.ok()?;
+        (condition(&p, "Healthy")?.0 == "True").then_some(())
+    })
+    .await;
+
+    support::annotate(
+        &ns,
+        &format!("namespace/{ns}"),
+        &["rollback.frys.io/freeze=true"],
+    );
+    support::set_image(&deployments, "web", "demo:v2-faulty").await;
+    let events: Api<RollbackEvent> = Api::namespaced(client.clone(), &ns);
+    eventually("the incident held by the freeze", TIMEOUT, || async {
+        let status = policies.get("web").await.ok()?.status?;
+        let text = serde_json::to_string(&status).ok()?;
+        text.contains("frozen in this namespace").then_some(())
+    })
+    .await;
+    assert!(
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no remediation while frozen"
+    );
+
+    support::annotate(
+        &ns,
+        &format!("namespace/{ns}"),
+        &["rollback.frys.io/freeze-"],
+    );
+    let event = eventually("the held rollback runs once thawed", TIMEOUT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().next()
+    })
+    .await;
+    assert_eq!(event.spec.strategy, StrategyKind::VersionRollback);
+}

@@ -16,6 +16,7 @@ mod manual;
 mod owner;
 mod readiness;
 mod step;
+mod targets;
 
 use std::{
     collections::HashMap,
@@ -50,6 +51,9 @@ use crate::{
 use jiff::Timestamp;
 
 const NAME: &str = "policy";
+/// How long an evaluated policy goes without a reconcile before one is scheduled anyway (its
+/// evaluator triggers stopped: the endpoint is stuck, or the evaluation is not due).
+const RESYNC: Duration = Duration::from_secs(300);
 
 /// What the policy reconciler reads besides the shared context: the caches and the evaluator.
 struct PolicyContext {
@@ -59,6 +63,8 @@ struct PolicyContext {
     replica_sets: Arc<ReplicaSetIndex>,
     events: Store<RollbackEvent>,
     evaluator: Arc<Evaluator>,
+    /// The cached policies by target.
+    targets: Arc<targets::TargetIndex>,
     /// Per policy, the resourceVersion and status hash of this operator's last status write:
     /// a cached copy that shows neither is older than that write (or someone else wrote since).
     written: Mutex<HashMap<String, (Option<String>, u64)>>,
@@ -162,16 +168,26 @@ pub(super) fn controller(
     // siblings targeting its Deployment (one appearing or going changes their
     // one-policy-per-target verdict).
     let (policy_store, policy_writer) = reflector::store::<RollbackPolicy>();
-    let siblings = policy_store.clone();
+    let targets = Arc::new(targets::TargetIndex::default());
+    let (siblings, indexed) = (policy_store.clone(), targets.clone());
+    let sibling_index = targets.clone();
     let policy_triggers = watcher(policies, watcher::Config::default())
         .default_backoff()
         .modify(|p| p.managed_fields_mut().clear())
         .reflect(policy_writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                indexed.apply(event);
+            }
+        })
         .touched_objects()
         .flat_map(move |touched| {
             let also: Vec<_> = match &touched {
-                Ok(p) => targeting(&siblings, p.namespace().as_deref(), &p.spec.target_ref.name)
-                    .filter(|s| s.name_any() != p.name_any())
+                Ok(p) => sibling_index
+                    .targeting(&p.namespace().unwrap_or_default(), &p.spec.target_ref.name)
+                    .into_iter()
+                    .filter(|s| s.name != p.name_any())
+                    .filter_map(|s| siblings.get(&s))
                     .map(|s| Ok(s.as_ref().clone()))
                     .collect(),
                 Err(_) => vec![],
@@ -182,7 +198,7 @@ pub(super) fn controller(
 
     // Deployments are cached (not fetched per reconcile) and trigger the policies that target them.
     let (deployments, writer) = reflector::store::<Deployment>();
-    let by_target = policy_store.clone();
+    let by_target = targets.clone();
     let deployment_triggers = reflector::reflector(
         writer,
         watcher(
@@ -200,11 +216,9 @@ pub(super) fn controller(
             .ok()
     })
     .flat_map(move |d: Deployment| {
-        futures::stream::iter(policies_targeting(
-            &by_target,
-            d.namespace().as_deref(),
-            &d.name_any(),
-        ))
+        futures::stream::iter(
+            by_target.targeting(&d.namespace().unwrap_or_default(), &d.name_any()),
+        )
     });
 
     // ReplicaSets give the target's revisions (release time, pod names): metadata is enough
@@ -294,6 +308,7 @@ pub(super) fn controller(
         replica_sets,
         events,
         evaluator,
+        targets,
         written: Mutex::default(),
         last_sweep: Mutex::default(),
         decisions: Default::default(),
@@ -328,31 +343,6 @@ pub(super) fn controller(
     let background = futures::future::join(replica_set_cache, evaluations).map(|_| ());
     let stream = futures::stream::select(reconciles, background.into_stream());
     (stream, policy_store)
-}
-
-/// References to the cached policies of `namespace` whose target is `target`.
-fn policies_targeting(
-    store: &Store<RollbackPolicy>,
-    namespace: Option<&str>,
-    target: &str,
-) -> Vec<ObjectRef<RollbackPolicy>> {
-    targeting(store, namespace, target)
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
-}
-
-/// The cached policies of `namespace` whose target is `target`.
-fn targeting(
-    store: &Store<RollbackPolicy>,
-    namespace: Option<&str>,
-    target: &str,
-) -> impl Iterator<Item = Arc<RollbackPolicy>> {
-    let target = target.to_owned();
-    let namespace = namespace.map(str::to_owned);
-    store
-        .state()
-        .into_iter()
-        .filter(move |p| p.namespace() == namespace && p.spec.target_ref.name == target)
 }
 
 #[tracing::instrument(skip_all, fields(policy = %policy.name_any(), namespace = policy.namespace().unwrap_or_default()))]
@@ -532,7 +522,15 @@ async fn apply(pctx: &PolicyContext, policy: Arc<RollbackPolicy>) -> Result<Acti
         alerts::publish(ctx, policy, level, reason, message).await;
     }
 
-    Ok(Action::requeue(interval.max(Duration::from_secs(1))))
+    // The evaluator triggers an evaluated policy every interval; a requeue at the interval too
+    // would reconcile every policy twice, the second time just as the next tick's detections
+    // queue behind it. It is a safety net then; other policies look again every interval.
+    let requeue = if usable && !suspended {
+        RESYNC.max(interval)
+    } else {
+        interval
+    };
+    Ok(Action::requeue(requeue.max(Duration::from_secs(1))))
 }
 
 /// Writes the policy's status by server-side apply under this controller's field manager, as a

@@ -22,8 +22,8 @@ pub struct Readiness {
     pub message: String,
 }
 
-/// Pure verdict on a policy given what the cluster holds. `others` are the other policies in
-/// the same namespace.
+/// Pure verdict on a policy given what the cluster holds. `others` are other policies in the
+/// same namespace (at least those with the same target).
 pub fn readiness(
     policy: &RollbackPolicy,
     target_exists: bool,
@@ -121,11 +121,12 @@ pub(super) async fn check(
 ) -> Readiness {
     let ns = policy.namespace().unwrap_or_default();
     let workload_label = effective.workload_label.clone().unwrap_or_default();
+    // Only policies with the same target can contest it.
     let others: Vec<_> = pctx
-        .policies
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .targets
+        .targeting(&ns, &policy.spec.target_ref.name)
+        .iter()
+        .filter_map(|r| pctx.policies.get(r))
         .collect();
     let verdict = readiness(policy, target.is_some(), &others, &workload_label);
     if !verdict.ready {

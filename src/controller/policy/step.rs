@@ -95,10 +95,18 @@ pub(super) async fn run(
         true => Some(pctx.decisions.lock().await),
         false => None,
     };
-    let events = pctx.events.state();
     let own_events = pctx.events_in(&ns);
     record_delivery(ctx, &ns, &name, &replica_sets, &own_events);
-    let (mut active_automatic, critical) = health::cluster_view(&pctx.policies.state(), &events);
+    // The guard's cluster view reads every policy and event: only a step that may act needs
+    // it (done for every healthy step, it made each interval cost O(policies²)).
+    let events = match may_act {
+        true => pctx.events.state(),
+        false => vec![],
+    };
+    let (mut active_automatic, critical) = match may_act {
+        true => health::cluster_view(&pctx.policies.state(), &events),
+        false => (0, vec![]),
+    };
     if let Some(created) = in_flight.as_mut() {
         created.retain(|key, at| {
             at.elapsed() < std::time::Duration::from_secs(300)
@@ -325,14 +333,15 @@ fn event_name(policy: &RollbackPolicy, action: &Remediate, at: Timestamp) -> Str
     )
 }
 
-/// The namespace carries the freeze annotation.
+/// The namespace carries the freeze annotation: from the namespace cache, or by GET when the
+/// cache does not know the namespace yet.
 async fn namespace_frozen(ctx: &Context, ns: &str) -> bool {
+    if let Some(frozen) = ctx.profiles.frozen(ns) {
+        return frozen;
+    }
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     match api.get_opt(ns).await {
-        Ok(Some(n)) => n
-            .annotations()
-            .get(annotations::FREEZE)
-            .is_some_and(|v| v != "false"),
+        Ok(Some(n)) => annotations::is_frozen(n.annotations()),
         Ok(None) => false,
         Err(error) => {
             tracing::warn!(%error, namespace = ns, "reading the namespace freeze annotation");
