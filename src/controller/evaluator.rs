@@ -216,12 +216,8 @@ impl Evaluator {
                 api,
                 watcher::Config::default().labels(secrets::POLICY_ACCESS_SELECTOR),
             )
-            .modify(|s| {
-                s.managed_fields_mut().clear();
-                // kubectl apply keeps the whole Secret, values included, in this annotation.
-                s.annotations_mut()
-                    .remove("kubectl.kubernetes.io/last-applied-configuration");
-            }),
+            // kubectl apply keeps the whole Secret, values included, in an annotation.
+            .modify(super::trim_for_cache),
         )
         .default_backoff()
         .for_each(|event| async move {

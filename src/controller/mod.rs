@@ -128,6 +128,15 @@ impl Error {
     }
 }
 
+/// What a cache keeps of an object: not its managedFields, nor kubectl's copy of the whole
+/// object in an annotation. Nothing reads either, and they are most of an object's size.
+pub fn trim_for_cache<K: kube::ResourceExt>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    object
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
 /// `Api` for a kind in one namespace, or in all when the operator is cluster-wide.
 pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where

@@ -99,13 +99,13 @@ pub(super) async fn run(
     record_delivery(ctx, &ns, &name, &replica_sets, &own_events);
     // The guard's cluster view reads every policy and event: only a step that may act needs
     // it (done for every healthy step, it made each interval cost O(policies²)).
-    let events = match may_act {
-        true => pctx.events.state(),
-        false => vec![],
-    };
-    let (mut active_automatic, critical) = match may_act {
-        true => health::cluster_view(&pctx.policies.state(), &events),
-        false => (0, vec![]),
+    let (events, (mut active_automatic, critical)) = match may_act {
+        true => {
+            let events = pctx.events.state();
+            let view = health::cluster_view(&pctx.policies.state(), &events);
+            (events, view)
+        }
+        false => (vec![], (0, vec![])),
     };
     if let Some(created) = in_flight.as_mut() {
         created.retain(|key, at| {
