@@ -14,7 +14,12 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
-    runtime::{Controller, controller::Action, reflector::Store, watcher},
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 use serde_json::json;
 
@@ -81,10 +86,20 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     // A phase machine must act on the latest status, not on a cache that may not have seen its
-    // own last write yet (that would repeat a phase).
+    // own last write yet (that would repeat a phase). The cached copy is the latest when it is
+    // at this process's last write, or a new event nobody has written to; otherwise it is read.
+    // Either way every phase write is a compare-and-swap on the version acted on.
     let events: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(event) = events.get_opt(&name).await? else {
-        return Ok(Action::await_change());
+    let event = if ctx.event_versions.is_latest(&event) {
+        Arc::unwrap_or_clone(event)
+    } else {
+        match events.get_opt(&name).await? {
+            Some(event) => event,
+            None => {
+                ctx.event_versions.forget(&ns, &name);
+                return Ok(Action::await_change());
+            }
+        }
     };
     // Nothing below may act on, or re-sign, a record the operator did not sign.
     if let Err(why) = ctx.keys.check(&event) {
@@ -102,10 +117,8 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
     if phase.is_some_and(EventPhase::is_finished) {
         return Ok(Action::await_change());
     }
-    let policies: Api<RollbackPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let policy_name = &event.spec.policy_ref.name;
-
-    let Some(policy) = policies.get_opt(policy_name).await? else {
+    let Some(policy) = policy_of(&ctx, &ns, policy_name).await? else {
         let message = format!("RollbackPolicy {policy_name} not found in namespace {ns}");
         tracing::warn!(%message, "event refused");
         finish(&mut status, EventPhase::Failed, message);
@@ -154,12 +167,12 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
             writer.write(&status).await?;
             return Ok(Action::await_change());
         }
+        // Straight on to execution, without a write of its own: execution records its plan
+        // (compare-and-swap) before it changes anything, and in an incident storm every write
+        // waits on the API budget.
         tracing::info!("event accepted");
         status.phase = EventPhase::Pending;
         status.message = Some("accepted".into());
-        writer.write(&status).await?;
-        // Straight on to execution: a fresh read would show only this write (the writer's
-        // compare-and-swap holds the rest), and the round trip is detection-to-patch latency.
     }
     match phase.unwrap_or(EventPhase::Pending) {
         EventPhase::Pending | EventPhase::Executing => {
@@ -172,7 +185,9 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
             execute(&ctx, &event, &policy, &mut writer, &mut status).await?;
             ctx.keys.seal(&event, &mut status);
             writer.write(&status).await?;
-            Ok(Action::requeue(Duration::ZERO))
+            // The watch brings this write back, and with it the next phase, from the cache
+            // (an immediate requeue would read the event again); the requeue is a safety net.
+            Ok(Action::requeue(Duration::from_secs(5)))
         }
         EventPhase::Verifying => verify(&ctx, &event, &policy, &mut writer, &mut status).await,
         _ => Ok(Action::await_change()),
@@ -186,7 +201,7 @@ async fn execute(
     ctx: &Context,
     event: &RollbackEvent,
     policy: &RollbackPolicy,
-    writer: &mut StatusWriter,
+    writer: &mut StatusWriter<'_>,
     status: &mut RollbackEventStatus,
 ) -> Result<(), Error> {
     let ns = event.namespace().unwrap_or_default();
@@ -221,10 +236,16 @@ async fn execute(
             duration::format(timeout)
         )
     };
+    // One read of the target serves the superseded check, the GitOps hold and the first plan:
+    // in an incident storm every repeated GET waits on the API budget.
+    let read = match decided.is_some() || gitops::wants_hold(policy, strategy) {
+        true => Some(cluster.get(strategy::Kind::Deployment, target).await),
+        false => None,
+    };
+    let deployment = read.as_ref().and_then(|r| r.as_ref().ok()).cloned();
     if let Some(decided) = decided {
-        let deployment = cluster.get(strategy::Kind::Deployment, target).await;
-        if let Ok(deployment) = deployment {
-            if let Some(why) = strategy::superseded(decided, &deployment) {
+        if let Some(deployment) = &deployment {
+            if let Some(why) = strategy::superseded(decided, deployment) {
                 tracing::warn!(%why, "rollback superseded by a newer release");
                 finish(status, EventPhase::Skipped, why);
                 return Ok(());
@@ -245,9 +266,9 @@ async fn execute(
     // applied before the conflict stays recorded, as for a resumed run.
     let mut resumed = resumed;
     let mut backoff = Duration::from_millis(100);
+    let known = strategy::Known::new(&cluster, strategy::Kind::Deployment, target, read);
     let plan = loop {
-        let plan = match tokio::time::timeout_at(deadline, remediation.plan(&cluster, target)).await
-        {
+        let plan = match tokio::time::timeout_at(deadline, remediation.plan(&known, target)).await {
             Ok(Ok(plan)) => plan,
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot remediate");
@@ -275,7 +296,16 @@ async fn execute(
         // The owner's sync is held before the step: a self-healing sync would put the bad
         // release back while it runs. Once per event; never fatal.
         if status.gitops.is_none() {
-            hold_sync(ctx, event, policy, &cluster, writer, status).await?;
+            hold_sync(
+                ctx,
+                event,
+                policy,
+                &cluster,
+                deployment.as_ref(),
+                writer,
+                status,
+            )
+            .await?;
         }
         let held: Vec<_> = status
             .actions
@@ -364,16 +394,14 @@ async fn hold_sync(
     event: &RollbackEvent,
     policy: &RollbackPolicy,
     cluster: &Cluster,
-    writer: &mut StatusWriter,
+    deployment: Option<&serde_json::Value>,
+    writer: &mut StatusWriter<'_>,
     status: &mut RollbackEventStatus,
 ) -> Result<(), Error> {
     if !gitops::wants_hold(policy, event.spec.strategy) {
         return Ok(());
     }
-    let Ok(deployment) = cluster
-        .get(strategy::Kind::Deployment, &policy.spec.target_ref.name)
-        .await
-    else {
+    let Some(deployment) = deployment else {
         return Ok(());
     };
     let plan = gitops::plan_hold(
@@ -382,7 +410,7 @@ async fn hold_sync(
         &ctx.config.argocd_namespace,
         &event.name_any(),
         event.spec.strategy,
-        &deployment,
+        deployment,
     )
     .await;
     // A run that died around the hold left its action recorded but not stamped.
@@ -436,7 +464,7 @@ async fn verify(
     ctx: &Context,
     event: &RollbackEvent,
     policy: &RollbackPolicy,
-    writer: &mut StatusWriter,
+    writer: &mut StatusWriter<'_>,
     status: &mut RollbackEventStatus,
 ) -> Result<Action, Error> {
     let effective = config::effective(&policy.spec, &ctx.config);
@@ -594,7 +622,7 @@ async fn run_verification(
 async fn undo(
     ctx: &Context,
     event: &RollbackEvent,
-    writer: &mut StatusWriter,
+    writer: &mut StatusWriter<'_>,
     status: &mut RollbackEventStatus,
     value: &str,
 ) -> Result<Action, Error> {
@@ -642,6 +670,60 @@ async fn undo(
     Ok(Action::await_change())
 }
 
+/// The event's policy from the policy controller's cache (a spec a watch event behind is no
+/// staler than the one its decision was made on), read when the cache does not hold it.
+async fn policy_of(ctx: &Context, ns: &str, name: &str) -> Result<Option<RollbackPolicy>, Error> {
+    let cached = ctx
+        .policy_cache
+        .get()
+        .and_then(|store| store.get(&ObjectRef::new(name).within(ns)));
+    if let Some(policy) = cached {
+        return Ok(Some(Arc::unwrap_or_clone(policy)));
+    }
+    let policies: Api<RollbackPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(policies.get_opt(name).await?)
+}
+
+/// The resourceVersion of each active event as this process last wrote it. A cached event at
+/// that version shows the last write, so the phase machine need not read it again.
+#[derive(Default)]
+pub struct Versions(std::sync::Mutex<std::collections::HashMap<(String, String), String>>);
+
+impl Versions {
+    fn key(event: &RollbackEvent) -> (String, String) {
+        (event.namespace().unwrap_or_default(), event.name_any())
+    }
+
+    /// The cached copy is the latest: at this process's last write, or a new event (no status)
+    /// this process has not written to.
+    fn is_latest(&self, event: &RollbackEvent) -> bool {
+        let versions = self.0.lock().expect("lock");
+        match versions.get(&Self::key(event)) {
+            Some(version) => event.metadata.resource_version.as_ref() == Some(version),
+            None => event.status.is_none(),
+        }
+    }
+
+    /// After a write: a finished event is forgotten (its reconciles read it again).
+    fn record(&self, event: &RollbackEvent) {
+        let mut versions = self.0.lock().expect("lock");
+        let finished = event.status.as_ref().is_some_and(|s| s.phase.is_finished());
+        match (&event.metadata.resource_version, finished) {
+            (Some(version), false) => {
+                versions.insert(Self::key(event), version.clone());
+            }
+            _ => {
+                versions.remove(&Self::key(event));
+            }
+        }
+    }
+
+    fn forget(&self, ns: &str, name: &str) {
+        let key = (ns.to_owned(), name.to_owned());
+        self.0.lock().expect("lock").remove(&key);
+    }
+}
+
 /// The event a webhook call is made for, as its body names it.
 fn origin(ctx: &Context, event: &RollbackEvent) -> strategy::Origin {
     strategy::Origin {
@@ -669,15 +751,13 @@ fn breaker_open(event: &RollbackEvent) -> bool {
 async fn half_open_when_due(
     ctx: &Context,
     event: &RollbackEvent,
-    writer: &mut StatusWriter,
+    writer: &mut StatusWriter<'_>,
     status: &mut RollbackEventStatus,
 ) -> Result<Action, Error> {
     let ns = event.namespace().unwrap_or_default();
-    let policies: Api<RollbackPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let kind = event.spec.strategy;
     // The rung's openDuration, or the kind's default when the policy (or its rung) is gone.
-    let open = policies
-        .get_opt(&event.spec.policy_ref.name)
+    let open = policy_of(ctx, &ns, &event.spec.policy_ref.name)
         .await?
         .and_then(|p| {
             Remediation::for_ladder(&ctx.profiles.completed(&p).spec.strategies, kind).ok()
@@ -751,26 +831,29 @@ fn finish(status: &mut RollbackEventStatus, phase: EventPhase, message: String) 
 /// Writes an event's status as compare-and-swap on the resourceVersion the phase machine read:
 /// a phase is only ever advanced from the state it was decided on, so two writers (a deposed
 /// leader, a stale cache) cannot both move it. The fence is checked before every write.
-struct StatusWriter {
+struct StatusWriter<'a> {
     events: Api<RollbackEvent>,
     name: String,
     resource_version: Option<String>,
     fence: crate::leader::Fence,
+    versions: &'a Versions,
 }
 
-impl StatusWriter {
-    fn new(ctx: &Context, events: &Api<RollbackEvent>, event: &RollbackEvent) -> Self {
+impl<'a> StatusWriter<'a> {
+    fn new(ctx: &'a Context, events: &Api<RollbackEvent>, event: &RollbackEvent) -> Self {
         Self {
             events: events.clone(),
             name: event.name_any(),
             resource_version: event.resource_version(),
             fence: ctx.fence.clone(),
+            versions: &ctx.event_versions,
         }
     }
 
     /// The object after a change of our own: later writes compare against it.
     fn seen(&mut self, event: &RollbackEvent) {
         self.resource_version = event.resource_version();
+        self.versions.record(event);
     }
 
     /// The whole status (this controller owns every field of it), or a 409 when the event

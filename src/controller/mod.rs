@@ -20,10 +20,13 @@ use std::sync::Arc;
 use futures::{FutureExt, StreamExt, future::Shared};
 use kube::{
     Api, Client, Resource,
-    runtime::events::{Recorder, Reporter},
+    runtime::{
+        events::{Recorder, Reporter},
+        reflector::Store,
+    },
 };
 
-use crate::{config::OperatorConfig, telemetry::Metrics};
+use crate::{api::RollbackPolicy, config::OperatorConfig, telemetry::Metrics};
 
 pub use conditions::{condition, set_condition};
 
@@ -57,6 +60,10 @@ pub struct Context {
     /// Environment profiles and the namespaces' profile labels: every reader of a policy's
     /// spec reads it completed from its profile (`Source::completed`).
     pub profiles: Arc<crate::profile::Source>,
+    /// The policy controller's cache, for the event controller (set once both exist).
+    pub(crate) policy_cache: std::sync::OnceLock<Store<RollbackPolicy>>,
+    /// The resourceVersion of each active event as this process last wrote it.
+    pub(crate) event_versions: event::Versions,
 }
 
 #[cfg(test)]
@@ -76,6 +83,8 @@ impl Context {
             liveness: Default::default(),
             keys: digest::Keys::new(vec![7; 32], vec![]),
             profiles,
+            policy_cache: Default::default(),
+            event_versions: Default::default(),
         }
     }
 }
@@ -200,11 +209,14 @@ pub async fn run(
         liveness: probes.liveness.clone(),
         keys,
         profiles,
+        policy_cache: Default::default(),
+        event_versions: Default::default(),
     });
 
     let (events, event_store) = event::controller(ctx.clone(), shutdown.clone());
     let drills = drill::controller(ctx.clone(), shutdown.clone());
     let (policies, policy_store) = policy::controller(ctx.clone(), event_store.clone(), shutdown);
+    let _ = ctx.policy_cache.set(policy_store.clone());
     let readiness = async move {
         let (a, b) = futures::join!(
             policy_store.wait_until_ready(),

@@ -24,7 +24,7 @@ use crate::{
         health, set_condition,
     },
     decide::{self, ClusterView, GuardSettings, PolicyState, Remediate, Tick},
-    strategy::{Cluster, Remediation},
+    strategy::{Cluster, Kind, Known, Remediation},
 };
 
 /// One engine step on a fresh evaluation: assess, decide, create the RollbackEvent it asks for,
@@ -173,13 +173,14 @@ pub(super) async fn run(
         if let Some(mut created) = in_flight.take() {
             created.insert(key.clone(), std::time::Instant::now());
         }
-        let event = match create_event(ctx, policy, action, Some(&assessment), status, at).await {
-            Ok(event) => event,
-            Err(error) => {
-                pctx.decisions.lock().await.remove(&key);
-                return Err(error);
-            }
-        };
+        let event =
+            match create_event(ctx, policy, action, Some(&assessment), target, status, at).await {
+                Ok(event) => event,
+                Err(error) => {
+                    pctx.decisions.lock().await.remove(&key);
+                    return Err(error);
+                }
+            };
         state.attach_event(&event);
         status.last_rollback = Some(LastRollback {
             event,
@@ -235,12 +236,14 @@ async fn active_phase(
 }
 
 /// Creates the RollbackEvent for a decided remediation, named `<policy>-<strategy>-<at>`; an
-/// existing one of that name is taken as this one (a retried decision).
+/// existing one of that name is taken as this one (a retried decision). `target` is the
+/// Deployment the decision was made on (the cache's), read when None.
 pub(super) async fn create_event(
     ctx: &Context,
     policy: &RollbackPolicy,
     action: &Remediate,
     assessment: Option<&Assessment>,
+    target: Option<&Deployment>,
     status: &RollbackPolicyStatus,
     at: Timestamp,
 ) -> Result<String, Error> {
@@ -257,8 +260,11 @@ pub(super) async fn create_event(
     let rollback_target = match Remediation::for_ladder(&policy.spec.strategies, action.strategy) {
         Ok(remediation) if !action.dry_run => {
             let cluster = Cluster::new(ctx.client.clone(), &ns);
+            let name = &policy.spec.target_ref.name;
+            let known = target.and_then(|d| serde_json::to_value(d).ok()).map(Ok);
+            let objects = Known::new(&cluster, Kind::Deployment, name, known);
             remediation
-                .decided_target(&cluster, &policy.spec.target_ref.name)
+                .decided_target(&objects, name)
                 .await
                 .unwrap_or_else(|error| {
                     // The event's execution reports it (the planner refuses the same way).
