@@ -169,8 +169,8 @@ pub struct OperatorConfig {
     pub allow_drills: bool,
 
     /// Policies reconciled at once by the policy controller (and events by the event
-    /// controller): bounds the operator's concurrent API work at start-up and in bursts. 0: no
-    /// bound.
+    /// controller, but never fewer than --max-concurrent-remediations, up to 1,024): bounds the
+    /// operator's concurrent API work at start-up and in bursts. 0: no bound.
     #[arg(long, env = "FRYS_RECONCILE_CONCURRENCY", default_value_t = 16)]
     pub reconcile_concurrency: u16,
 

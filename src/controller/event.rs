@@ -46,8 +46,7 @@ pub(super) fn controller(
     let store = controller.store();
     let stream = controller
         .with_config(
-            kube::runtime::controller::Config::default()
-                .concurrency(ctx.config.reconcile_concurrency),
+            kube::runtime::controller::Config::default().concurrency(concurrency(&ctx.config)),
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -57,6 +56,16 @@ pub(super) fn controller(
             }
         });
     (stream, store)
+}
+
+/// Events reconciled at once: at least as many as the guard lets remediate at once (up to
+/// 1,024). A verification polls inside its reconcile, so with fewer slots the remediations the
+/// guard admitted would wait for other events' verifications before their first patch.
+fn concurrency(config: &config::OperatorConfig) -> u16 {
+    match config.reconcile_concurrency {
+        0 => 0,
+        n => n.max(config.max_concurrent_remediations.min(1024) as u16),
+    }
 }
 
 /// The ownerReference that ties an event to its policy.
@@ -243,22 +252,22 @@ async fn execute(
         false => None,
     };
     let deployment = read.as_ref().and_then(|r| r.as_ref().ok()).cloned();
-    if let Some(decided) = decided {
-        if let Some(deployment) = &deployment {
-            if let Some(why) = strategy::superseded(decided, deployment) {
-                tracing::warn!(%why, "rollback superseded by a newer release");
-                finish(status, EventPhase::Skipped, why);
-                return Ok(());
-            }
-            // Still the release judged bad: go to the decided revision. Otherwise the rollback
-            // is in place already (a resumed run), and the planner finds nothing to do.
-            let running = deployment
-                .pointer("/spec/template")
-                .cloned()
-                .unwrap_or_default();
-            if strategy::template_hash(&running) == decided.from_template {
-                remediation = remediation.pinned(decided);
-            }
+    if let Some(decided) = decided
+        && let Some(deployment) = &deployment
+    {
+        if let Some(why) = strategy::superseded(decided, deployment) {
+            tracing::warn!(%why, "rollback superseded by a newer release");
+            finish(status, EventPhase::Skipped, why);
+            return Ok(());
+        }
+        // Still the release judged bad: go to the decided revision. Otherwise the rollback
+        // is in place already (a resumed run), and the planner finds nothing to do.
+        let running = deployment
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or_default();
+        if strategy::template_hash(&running) == decided.from_template {
+            remediation = remediation.pinned(decided);
         }
     }
     // A conflict (someone changed an object between our read and write: an HPA, a person, a

@@ -1008,3 +1008,17 @@ fn the_cached_event_is_trusted_only_at_this_processs_last_write() {
     versions.record(&e.clone().with_phase(EventPhase::Succeeded));
     assert!(!versions.is_latest(&e));
 }
+
+#[test]
+fn as_many_events_run_at_once_as_the_guard_admits() {
+    let mut c = config();
+    c.reconcile_concurrency = 16;
+    c.max_concurrent_remediations = 3;
+    assert_eq!(super::concurrency(&c), 16);
+    c.max_concurrent_remediations = 100;
+    assert_eq!(super::concurrency(&c), 100);
+    c.max_concurrent_remediations = 100_000;
+    assert_eq!(super::concurrency(&c), 1024);
+    c.reconcile_concurrency = 0;
+    assert_eq!(super::concurrency(&c), 0, "0 stays unbounded");
+}
