@@ -368,6 +368,17 @@ async fn environment_switch_readies_the_standby_then_switches_the_selector() {
         0
     );
 
+    // The stand-in Deployment controller reports the undo's scale-down first: a status write
+    // of its own between the plan and the execution below would be a second conflict.
+    for _ in 0..50 {
+        let d = env.get(Kind::Deployment, "web-blue").await;
+        if d["status"]["availableReplicas"].as_i64().unwrap_or(0) == 0
+            && d["status"]["observedGeneration"] == d["metadata"]["generation"]
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Someone edits the Service while the standby is made ready: the selector write conflicts.
     let plan = es.plan(&env.cluster, "web-green").await.unwrap();
     env.edit(
