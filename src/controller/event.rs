@@ -581,32 +581,18 @@ async fn run_verification(
             None
         }
     };
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
     let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
         .get_opt(target)
         .await?;
-    let names: Vec<String> = match &deployment {
-        // The Deployment's own ReplicaSets, metadata only: a namespace-wide list of full
-        // objects (templates and all) for every verification was the heaviest read of an
-        // incident storm.
-        Some(d) => replica_sets
-            .list_metadata(&selected_by(d))
-            .await?
-            .items
-            .into_iter()
-            .filter(|rs| {
-                rs.owner_references()
-                    .iter()
-                    .any(|o| Some(&o.uid) == d.metadata.uid.as_ref())
-            })
-            .map(|rs| rs.name_any())
-            .collect(),
+    let names = match &deployment {
+        Some(d) => replica_set_names(ctx, d).await?,
         None => vec![],
     };
     let pod_regex = crate::prometheus::pod_regex(&names);
     let input = VerifyInput {
         namespace: &ns,
         target,
+        deployment: deployment.as_ref(),
         policy: &policy.spec,
         effective,
         remediation: &remediation,
@@ -623,6 +609,36 @@ async fn run_verification(
         allow_probe_urls: &ctx.config.allow_probe_urls,
     };
     Ok(crate::verify::verify(&input, &deps).await)
+}
+
+/// The names of the ReplicaSets `deployment` owns: from the policy controller's index once it
+/// has synced and knows them, else listed (metadata only, by the Deployment's selector: a
+/// namespace-wide list of full objects for every verification was the heaviest read of an
+/// incident storm).
+async fn replica_set_names(ctx: &Context, deployment: &Deployment) -> Result<Vec<String>, Error> {
+    let cached = ctx
+        .replica_set_cache
+        .get()
+        .filter(|index| index.is_ready())
+        .map(|index| index.owned(deployment))
+        .unwrap_or_default();
+    if !cached.is_empty() {
+        return Ok(cached.iter().map(|rs| rs.name_any()).collect());
+    }
+    let ns = deployment.namespace().unwrap_or_default();
+    let listed = Api::<ReplicaSet>::namespaced(ctx.client.clone(), &ns)
+        .list_metadata(&selected_by(deployment))
+        .await?;
+    Ok(listed
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == deployment.metadata.uid.as_ref())
+        })
+        .map(|rs| rs.name_any())
+        .collect())
 }
 
 /// `rollback.frys.io/undo=true|force` on a finished event: restores the state its actions

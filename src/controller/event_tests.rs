@@ -75,9 +75,21 @@ async fn reconcile_for(
     config: OperatorConfig,
     calls: Vec<Call>,
 ) -> (Option<Result<Action, Error>>, Vec<Received>) {
+    reconcile_in(limit, event, config, calls, |_| {}).await
+}
+
+/// The same in a context `prepare` has set up (the caches the policy controller shares).
+async fn reconcile_in(
+    limit: Duration,
+    event: RollbackEvent,
+    config: OperatorConfig,
+    calls: Vec<Call>,
+    prepare: impl FnOnce(&Context),
+) -> (Option<Result<Action, Error>>, Vec<Received>) {
     let (client, server) = fixtures::mock_client();
     let scenario = server.run(Scenario(calls));
     let ctx = Arc::new(Context::for_tests(client, config));
+    prepare(&ctx);
     let result = tokio::time::timeout(limit, reconcile(Arc::new(event), ctx))
         .await
         .ok();
@@ -151,14 +163,12 @@ fn patch_deployment(after: Value) -> Call {
 /// ones), given the EndpointSlices of the serving Service.
 fn verify_rollback(d: &fixtures::DeploymentFixture, slices: Vec<Value>) -> Vec<Call> {
     vec![
-        // The target and its ReplicaSets (for the pod regex).
+        // The target (read once for all checks) and its ReplicaSets (for the pod regex).
         Call::get(path_of::<Deployment>("web"), d.json()),
         Call::get(path_of::<ReplicaSet>(""), list(revisions())),
         // The serving Service: the one selecting the target's pods.
-        Call::get(path_of::<Deployment>("web"), d.json()),
         Call::get(path_of::<Service>(""), list(vec![service("web")])),
-        // Availability: the rollout, then the Service's ready endpoints.
-        Call::get(path_of::<Deployment>("web"), d.json()),
+        // Availability: the rollout as read above, then the Service's ready endpoints.
         Call::get(path_of::<EndpointSlice>(""), list(slices))
             .with_query("labelSelector=kubernetes.io%2Fservice-name%3Dweb"),
     ]
@@ -281,6 +291,41 @@ async fn a_verified_rollback_succeeds() {
     )
     .await;
     assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn verification_takes_the_revisions_from_the_synced_replica_set_index() {
+    let p = policy("web");
+    let e = verifying(&p);
+    let d = deployment("web").rolled_back();
+    let mut verify = verify_rollback(&d, vec![endpoint_slice("web", &["10.0.0.1"], true)]);
+    // No ReplicaSet list: the index answers.
+    verify.remove(1);
+    let index = Arc::new(super::super::replica_sets::ReplicaSetIndex::default());
+    index.apply(kube::runtime::watcher::Event::Init);
+    for rs in revisions() {
+        index.apply(kube::runtime::watcher::Event::InitApply(
+            serde_json::from_value(rs).unwrap(),
+        ));
+    }
+    index.apply(kube::runtime::watcher::Event::InitDone);
+    let (result, _) = reconcile_in(
+        Duration::from_secs(60),
+        e.clone(),
+        config(),
+        calls([
+            read(&e, &p),
+            verify,
+            vec![write_status(&e, |status| {
+                assert_eq!(status["phase"], "Succeeded", "{status}");
+            })],
+        ]),
+        |ctx| {
+            let _ = ctx.replica_set_cache.set(index);
+        },
+    )
+    .await;
+    assert_eq!(result.unwrap().unwrap(), Action::await_change());
 }
 
 #[tokio::test(start_paused = true)]

@@ -62,6 +62,8 @@ pub struct Context {
     pub profiles: Arc<crate::profile::Source>,
     /// The policy controller's cache, for the event controller (set once both exist).
     pub(crate) policy_cache: std::sync::OnceLock<Store<RollbackPolicy>>,
+    /// The policy controller's ReplicaSet index, for verification (set once it exists).
+    pub(crate) replica_set_cache: std::sync::OnceLock<Arc<replica_sets::ReplicaSetIndex>>,
     /// The resourceVersion of each active event as this process last wrote it.
     pub(crate) event_versions: event::Versions,
 }
@@ -84,6 +86,7 @@ impl Context {
             keys: digest::Keys::new(vec![7; 32], vec![]),
             profiles,
             policy_cache: Default::default(),
+            replica_set_cache: Default::default(),
             event_versions: Default::default(),
         }
     }
@@ -210,6 +213,7 @@ pub async fn run(
         keys,
         profiles,
         policy_cache: Default::default(),
+        replica_set_cache: Default::default(),
         event_versions: Default::default(),
     });
 

@@ -116,6 +116,11 @@ impl ReplicaSetIndex {
         owned
     }
 
+    /// Whether the first list has completed.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
     /// Resolves once the first list has completed.
     pub async fn wait_until_ready(&self) {
         let mut ready = self.ready.subscribe();

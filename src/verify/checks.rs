@@ -1,6 +1,6 @@
 //! The checks: reads of the cluster, Prometheus and the pods, judged by [`rules`].
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{borrow::Cow, collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -59,14 +59,15 @@ pub async fn serving_service<S>(ctx: &Ctx<'_, S>) -> Result<String, String> {
     }
     // A Service whose selector picks the target's pods.
     let client = ctx.deps.client.clone();
-    let deployment = Api::<Deployment>::namespaced(client.clone(), input.namespace)
-        .get(input.target)
-        .await
-        .map_err(|e| format!("reading Deployment {}: {e}", input.target))?;
+    let deployment = match input.deployment {
+        Some(d) => Cow::Borrowed(d),
+        None => Cow::Owned(read_deployment(ctx, input.target).await?),
+    };
     let labels = deployment
         .spec
-        .and_then(|s| s.template.metadata)
-        .and_then(|m| m.labels)
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
         .unwrap_or_default();
     let services = Api::<Service>::namespaced(client, input.namespace)
         .list(&ListParams::default())
@@ -84,6 +85,13 @@ pub async fn serving_service<S>(ctx: &Ctx<'_, S>) -> Result<String, String> {
         .filter_map(|s| s.metadata.name.clone())
         .min()
         .ok_or_else(|| format!("no Service selects the pods of {}", input.target))
+}
+
+async fn read_deployment<S>(ctx: &Ctx<'_, S>, name: &str) -> Result<Deployment, String> {
+    Api::<Deployment>::namespaced(ctx.deps.client.clone(), ctx.input.namespace)
+        .get(name)
+        .await
+        .map_err(|e| format!("reading Deployment {name}: {e}"))
 }
 
 /// The EndpointSlices of a Service.
@@ -109,8 +117,10 @@ async fn candidates<S>(ctx: &Ctx<'_, S>, service: &str) -> Result<Vec<reach::Can
 /// Check 1, availability. A rollout still under way is polled until it finishes or time runs
 /// out, so a rollback that is still rolling out is not failed for being slow.
 pub async fn availability<S>(ctx: &Ctx<'_, S>, serving: &Result<String, String>) -> CheckResult {
+    // The first look at the target uses the read verification started with.
+    let mut known = ctx.input.deployment;
     loop {
-        let (status, d) = availability_once(ctx, serving).await;
+        let (status, d) = availability_once(ctx, serving, known.take()).await;
         if status == CheckStatus::Passed || Instant::now() + ROLLOUT_POLL >= ctx.deadline {
             return rules::result(AVAILABILITY, CheckCategory::Availability, status, d);
         }
@@ -121,6 +131,7 @@ pub async fn availability<S>(ctx: &Ctx<'_, S>, serving: &Result<String, String>)
 async fn availability_once<S>(
     ctx: &Ctx<'_, S>,
     serving: &Result<String, String>,
+    known: Option<&Deployment>,
 ) -> (CheckStatus, Details) {
     let input = ctx.input;
     let mut d = Details::new();
@@ -135,8 +146,11 @@ async fn availability_once<S>(
     };
     if let Some(name) = deployment {
         d.insert("deployment".into(), name.clone());
-        let api = Api::<Deployment>::namespaced(ctx.deps.client.clone(), input.namespace);
-        match api.get(&name).await {
+        let read = match known.filter(|k| k.metadata.name.as_deref() == Some(name.as_str())) {
+            Some(k) => Ok(Cow::Borrowed(k)),
+            None => read_deployment(ctx, &name).await.map(Cow::Owned),
+        };
+        match read {
             Ok(dep) => {
                 let status = dep.status.clone().unwrap_or_default();
                 d.insert(
@@ -152,7 +166,7 @@ async fn availability_once<S>(
                         .map(|p| format!("Deployment {name}: {p}")),
                 );
             }
-            Err(e) => problems.push(format!("reading Deployment {name}: {e}")),
+            Err(e) => problems.push(e),
         }
     }
     match serving {

@@ -66,6 +66,9 @@ pub struct VerifyInput<'a> {
     pub namespace: &'a str,
     /// The policy's target Deployment.
     pub target: &'a str,
+    /// The target as read when verification started, or None to read it here. The checks
+    /// share this one read; only a rollout still under way is read again.
+    pub deployment: Option<&'a k8s_openapi::api::apps::v1::Deployment>,
     pub policy: &'a RollbackPolicySpec,
     /// `config::effective(policy, operator config)`.
     pub effective: &'a EffectiveSettings,

@@ -356,6 +356,7 @@ async fn run_verify(
     let input = VerifyInput {
         namespace: ns,
         target: "web",
+        deployment: None,
         policy: spec,
         effective: &effective,
         remediation: &remediation,

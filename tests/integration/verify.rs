@@ -114,6 +114,7 @@ async fn run(
     let input = VerifyInput {
         namespace: ns,
         target,
+        deployment: None,
         policy: spec,
         effective: &effective,
         remediation,

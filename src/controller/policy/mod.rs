@@ -226,6 +226,7 @@ pub(super) fn controller(
     // (a rollback reads the templates from the API server when it needs them); cached, no
     // triggers.
     let replica_sets = Arc::new(ReplicaSetIndex::default());
+    let _ = ctx.replica_set_cache.set(replica_sets.clone());
     let replica_set_cache = {
         let index = replica_sets.clone();
         watcher(
