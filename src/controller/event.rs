@@ -96,19 +96,21 @@ async fn reconcile(event: Arc<RollbackEvent>, ctx: Arc<Context>) -> Result<Actio
     }
     // A phase machine must act on the latest status, not on a cache that may not have seen its
     // own last write yet (that would repeat a phase). The cached copy is the latest when it is
-    // at this process's last write, or a new event nobody has written to; otherwise it is read.
-    // Either way every phase write is a compare-and-swap on the version acted on.
+    // at this process's last write, or a new event nobody has written to; a copy at an earlier
+    // write of ours waits for the watch to bring the later one; any other copy is read. Either
+    // way every phase write is a compare-and-swap on the version acted on.
     let events: Api<RollbackEvent> = Api::namespaced(ctx.client.clone(), &ns);
-    let event = if ctx.event_versions.is_latest(&event) {
-        Arc::unwrap_or_clone(event)
-    } else {
-        match events.get_opt(&name).await? {
+    let event = match ctx.event_versions.freshness(&event) {
+        Freshness::Latest => Arc::unwrap_or_clone(event),
+        // The requeue is a safety net: the later write's watch event comes first.
+        Freshness::Behind => return Ok(Action::requeue(Duration::from_secs(5))),
+        Freshness::Unknown => match events.get_opt(&name).await? {
             Some(event) => event,
             None => {
                 ctx.event_versions.forget(&ns, &name);
                 return Ok(Action::await_change());
             }
-        }
+        },
     };
     // Nothing below may act on, or re-sign, a record the operator did not sign.
     if let Err(why) = ctx.keys.check(&event) {
@@ -709,23 +711,47 @@ async fn policy_of(ctx: &Context, ns: &str, name: &str) -> Result<Option<Rollbac
     Ok(policies.get_opt(name).await?)
 }
 
-/// The resourceVersion of each active event as this process last wrote it. A cached event at
-/// that version shows the last write, so the phase machine need not read it again.
+/// The resourceVersions of each active event as this process wrote them. A cached event at the
+/// last of them shows the last write, so the phase machine need not read it again; one at an
+/// earlier of them is a watch event behind our own write, which the watch brings next.
 #[derive(Default)]
-pub struct Versions(std::sync::Mutex<std::collections::HashMap<(String, String), String>>);
+pub struct Versions(std::sync::Mutex<std::collections::HashMap<(String, String), Written>>);
+
+/// This process's writes of one event, newest last.
+#[derive(Default)]
+struct Written(std::collections::VecDeque<String>);
+
+/// How a cached event stands against this process's writes of it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// At our last write, or a new event nobody has written to: act on it.
+    Latest,
+    /// At an earlier write of ours: a later one exists, and its watch event triggers another
+    /// reconcile.
+    Behind,
+    /// Written by someone else, or not by this process (a restart): read it.
+    Unknown,
+}
+
+/// Writes remembered per event: an event is written a handful of times while it runs.
+const WRITES_KEPT: usize = 8;
 
 impl Versions {
     fn key(event: &RollbackEvent) -> (String, String) {
         (event.namespace().unwrap_or_default(), event.name_any())
     }
 
-    /// The cached copy is the latest: at this process's last write, or a new event (no status)
-    /// this process has not written to.
-    fn is_latest(&self, event: &RollbackEvent) -> bool {
+    pub(crate) fn freshness(&self, event: &RollbackEvent) -> Freshness {
         let versions = self.0.lock().expect("lock");
+        let Some(version) = event.metadata.resource_version.as_ref() else {
+            return Freshness::Unknown;
+        };
         match versions.get(&Self::key(event)) {
-            Some(version) => event.metadata.resource_version.as_ref() == Some(version),
-            None => event.status.is_none(),
+            Some(Written(written)) if written.back() == Some(version) => Freshness::Latest,
+            Some(Written(written)) if written.contains(version) => Freshness::Behind,
+            Some(_) => Freshness::Unknown,
+            None if event.status.is_none() => Freshness::Latest,
+            None => Freshness::Unknown,
         }
     }
 
@@ -735,7 +761,11 @@ impl Versions {
         let finished = event.status.as_ref().is_some_and(|s| s.phase.is_finished());
         match (&event.metadata.resource_version, finished) {
             (Some(version), false) => {
-                versions.insert(Self::key(event), version.clone());
+                let Written(written) = versions.entry(Self::key(event)).or_default();
+                written.push_back(version.clone());
+                if written.len() > WRITES_KEPT {
+                    written.pop_front();
+                }
             }
             _ => {
                 versions.remove(&Self::key(event));

@@ -1037,21 +1037,45 @@ async fn the_owners_sync_is_held_first_and_a_refused_patch_is_reported_not_fatal
 
 #[test]
 fn the_cached_event_is_trusted_only_at_this_processs_last_write() {
+    use super::Freshness::{Behind, Latest, Unknown};
     let versions = super::Versions::default();
     // A new event nobody has written to: the cache holds all there is.
-    assert!(versions.is_latest(&event("web-1")));
+    assert_eq!(versions.freshness(&event("web-1")), Latest);
     // One with a status this process did not write (a restart, another writer): read it.
     let (_, e) = pending();
-    assert!(!versions.is_latest(&e));
+    assert_eq!(versions.freshness(&e), Unknown);
     versions.record(&e);
-    assert!(versions.is_latest(&e));
-    // A later version than the last write (someone annotated it) is read again.
-    let mut newer = e.clone();
-    newer.metadata.resource_version = Some("2".into());
-    assert!(!versions.is_latest(&newer));
+    assert_eq!(versions.freshness(&e), Latest);
+    let at = |version: &str| {
+        let mut copy = e.clone();
+        copy.metadata.resource_version = Some(version.into());
+        copy
+    };
+    // A version nobody here wrote (someone annotated it) is read again.
+    assert_eq!(versions.freshness(&at("2")), Unknown);
+    // After a second write, the watch's copy of the first one is behind: no read, no action.
+    versions.record(&at("3"));
+    assert_eq!(versions.freshness(&e), Behind);
+    assert_eq!(versions.freshness(&at("3")), Latest);
     // A finished event is forgotten: its undo or half-open reconciles read it.
-    versions.record(&e.clone().with_phase(EventPhase::Succeeded));
-    assert!(!versions.is_latest(&e));
+    versions.record(&at("4").with_phase(EventPhase::Succeeded));
+    assert_eq!(versions.freshness(&at("3")), Unknown);
+}
+
+#[tokio::test]
+async fn a_cached_copy_behind_our_own_write_waits_for_the_watch() {
+    let (_, e) = pending();
+    let (client, server) = fixtures::mock_client();
+    let scenario = server.run(Scenario(vec![]));
+    let ctx = Arc::new(Context::for_tests(client, config()));
+    let mut later = e.clone();
+    later.metadata.resource_version = Some("9".into());
+    ctx.event_versions.record(&e);
+    ctx.event_versions.record(&later);
+    // No request at all: the later write's watch event will trigger the next reconcile.
+    let result = reconcile(Arc::new(e), ctx).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(5)));
+    scenario.finish().await;
 }
 
 #[test]
