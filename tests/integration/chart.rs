@@ -915,16 +915,32 @@ async fn chart_rbac_is_what_the_operator_uses() {
         "two Roles: the Lease's and the undo key's"
     );
     cluster_grants.extend(grants(election));
+    // Plus the opt-in GitOps grants (values `gitops.*.enabled`): the GitOps tests' operators
+    // read and hold Argo CD and Flux owners, which the default install may not (it reports
+    // instead, tested there). Whether this test reads the log before or after them is chance.
+    let gitops = render(&["gitops.argocd.enabled=true", "gitops.flux.enabled=true"]);
+    let opt_in: Vec<&Value> = find(&gitops, "Role")
+        .into_iter()
+        .chain(find(&gitops, "ClusterRole"))
+        .filter(|r| {
+            r["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-argocd") || n.ends_with("-flux"))
+        })
+        .collect();
+    assert_eq!(opt_in.len(), 2, "an Argo CD Role and a Flux ClusterRole");
+    let mut allowed = cluster_grants.clone();
+    allowed.extend(grants(opt_in));
     let mut denied = BTreeSet::new();
     for r in &requests {
         let key = request_key(r);
-        if !allows(&cluster_grants, &key) {
+        if !allows(&allowed, &key) {
             denied.insert((key.0, key.1, key.2));
         }
     }
     assert!(
         denied.is_empty(),
-        "the chart's ClusterRole denies requests the operator makes (apiGroup, resource, verb): {denied:#?}"
+        "the chart's ClusterRole (and opt-in GitOps Roles) deny requests the operator makes (apiGroup, resource, verb): {denied:#?}"
     );
 
     // This test's operator ran with --namespace, as the chart's one-namespace install does.
