@@ -18,6 +18,7 @@ mod replica_sets;
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt, future::Shared};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Client, Resource,
     runtime::{
@@ -147,6 +148,35 @@ pub fn trim_for_cache<K: kube::ResourceExt>(object: &mut K) {
     object
         .annotations_mut()
         .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// Annotation of a cached Deployment (never of the object in the API server): the hash of the
+/// pod template it ran when it was cached, set only when it carries the hash of a template a
+/// rollback rolled back from (the one comparison the cache's readers make with its template).
+pub const CACHED_TEMPLATE_HASH: &str = "rollback.frys.io/cached-template-hash";
+
+/// What the Deployment cache keeps: [`trim_for_cache`], and not the pod template's spec. Nothing
+/// reads it from the cache (a remediation reads its target from the API server), and it is most
+/// of a Deployment: 27 MB of typed structs for 10,000 one-container templates (BENCHMARKS.md
+/// "Memory"), far more with real ones.
+pub fn trim_deployment_for_cache(d: &mut Deployment) {
+    trim_for_cache(d);
+    let Some(spec) = d.spec.as_mut() else {
+        return;
+    };
+    let pod = spec.template.spec.take();
+    let annotations = d.metadata.annotations.get_or_insert_default();
+    annotations.remove(CACHED_TEMPLATE_HASH);
+    if annotations.contains_key(crate::strategy::ROLLED_BACK_FROM) {
+        let mut template = spec.template.clone();
+        template.spec = pod;
+        if let Ok(template) = serde_json::to_value(&template) {
+            annotations.insert(
+                CACHED_TEMPLATE_HASH.into(),
+                crate::strategy::template_hash(&template),
+            );
+        }
+    }
 }
 
 /// `Api` for a kind in one namespace, or in all when the operator is cluster-wide.

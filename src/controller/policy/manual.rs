@@ -64,8 +64,7 @@ pub(super) async fn handle(
                 let decision = decide::decide_manual(&state, &request, &settings, None, busy, now);
                 let state = decision.state.clone();
                 if let Some(action) = &decision.action {
-                    let event =
-                        step::create_event(ctx, policy, action, None, None, status, now).await?;
+                    let event = step::create_event(ctx, policy, action, None, status, now).await?;
                     status.last_rollback = Some(LastRollback {
                         event: event.clone(),
                         strategy: action.strategy,

@@ -207,7 +207,7 @@ pub(super) fn controller(
         )
         // Trimmed before the reflector stores the object: untrimmed copies of 10,000
         // Deployments were about 40 % of the operator's heap.
-        .modify(super::trim_for_cache),
+        .modify(super::trim_deployment_for_cache),
     )
     .touched_objects()
     .default_backoff()

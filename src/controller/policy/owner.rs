@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use super::{Note, PolicyContext};
 use crate::{
     api::{AlertLevel, Reapplied, RollbackEvent, RollbackPolicy, RollbackPolicyStatus},
-    controller::gitops,
+    controller::{CACHED_TEMPLATE_HASH, gitops},
     strategy::{self, Cluster},
 };
 
@@ -150,12 +150,11 @@ pub(super) async fn report(
     notes
 }
 
-/// The hash of the target's template when it is the one a rollback rolled back from.
+/// The hash of the cached target's template when it is the one a rollback rolled back from.
 fn running_rolled_back_from(d: &Deployment) -> Option<String> {
     let from = d.annotations().get(strategy::ROLLED_BACK_FROM)?;
-    let template = serde_json::to_value(&d.spec.as_ref()?.template).ok()?;
-    let hash = strategy::template_hash(&template);
-    (hash == *from).then_some(hash)
+    let hash = d.annotations().get(CACHED_TEMPLATE_HASH)?;
+    (hash == from).then(|| hash.clone())
 }
 
 fn latest_event<'a>(policy: &str, events: &'a [Arc<RollbackEvent>]) -> Option<&'a RollbackEvent> {
@@ -168,4 +167,54 @@ fn latest_event<'a>(policy: &str, events: &'a [Arc<RollbackEvent>]) -> Option<&'
 
 fn owner_words(g: &crate::api::GitopsStatus) -> String {
     format!("{} {}/{}", crate::gitops::tool(g.kind), g.namespace, g.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        controller::trim_deployment_for_cache,
+        fixtures::{deployment, template},
+    };
+
+    fn cached(mut d: Deployment) -> Deployment {
+        trim_deployment_for_cache(&mut d);
+        d
+    }
+
+    #[test]
+    fn the_cache_keeps_no_pod_spec_but_knows_a_rolled_back_from_template_runs_again() {
+        let rolled_back = deployment("web").rolled_back();
+        // Rolled back to demo:v1: not the template rolled back from.
+        let d = cached(rolled_back.build());
+        assert_eq!(d.spec.as_ref().unwrap().template.spec, None);
+        assert_eq!(running_rolled_back_from(&d), None);
+        // demo:v2 re-applied over the rollback: named.
+        let again = cached(rolled_back.with_template(template("demo:v2")).build());
+        assert_eq!(
+            running_rolled_back_from(&again),
+            Some(strategy::template_hash(&template("demo:v2")))
+        );
+        assert_eq!(again.spec.as_ref().unwrap().template.spec, None);
+    }
+
+    #[test]
+    fn only_the_operator_sets_the_cached_template_hash() {
+        // Not rolled back: no hash, and one written on the object itself is dropped.
+        let hash = strategy::template_hash(&template("demo:v2"));
+        let d = cached(
+            deployment("web")
+                .with_annotation(CACHED_TEMPLATE_HASH, &hash)
+                .build(),
+        );
+        assert!(!d.annotations().contains_key(CACHED_TEMPLATE_HASH));
+        // Rolled back, running demo:v1, with demo:v2's hash written on the object: recomputed.
+        let d = cached(
+            deployment("web")
+                .rolled_back()
+                .with_annotation(CACHED_TEMPLATE_HASH, &hash)
+                .build(),
+        );
+        assert_eq!(running_rolled_back_from(&d), None);
+    }
 }

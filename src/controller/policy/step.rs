@@ -24,7 +24,7 @@ use crate::{
         health, set_condition,
     },
     decide::{self, ClusterView, GuardSettings, PolicyState, Remediate, Tick},
-    strategy::{Cluster, Kind, Known, Remediation},
+    strategy::{Cluster, Remediation},
 };
 
 /// One engine step on a fresh evaluation: assess, decide, create the RollbackEvent it asks for,
@@ -173,14 +173,13 @@ pub(super) async fn run(
         if let Some(mut created) = in_flight.take() {
             created.insert(key.clone(), std::time::Instant::now());
         }
-        let event =
-            match create_event(ctx, policy, action, Some(&assessment), target, status, at).await {
-                Ok(event) => event,
-                Err(error) => {
-                    pctx.decisions.lock().await.remove(&key);
-                    return Err(error);
-                }
-            };
+        let event = match create_event(ctx, policy, action, Some(&assessment), status, at).await {
+            Ok(event) => event,
+            Err(error) => {
+                pctx.decisions.lock().await.remove(&key);
+                return Err(error);
+            }
+        };
         state.attach_event(&event);
         status.last_rollback = Some(LastRollback {
             event,
@@ -236,14 +235,13 @@ async fn active_phase(
 }
 
 /// Creates the RollbackEvent for a decided remediation, named `<policy>-<strategy>-<at>`; an
-/// existing one of that name is taken as this one (a retried decision). `target` is the
-/// Deployment the decision was made on (the cache's), read when None.
+/// existing one of that name is taken as this one (a retried decision). A version rollback's
+/// target is decided on the Deployment read now: the cache keeps no pod template.
 pub(super) async fn create_event(
     ctx: &Context,
     policy: &RollbackPolicy,
     action: &Remediate,
     assessment: Option<&Assessment>,
-    target: Option<&Deployment>,
     status: &RollbackPolicyStatus,
     at: Timestamp,
 ) -> Result<String, Error> {
@@ -261,10 +259,8 @@ pub(super) async fn create_event(
         Ok(remediation) if !action.dry_run => {
             let cluster = Cluster::new(ctx.client.clone(), &ns);
             let name = &policy.spec.target_ref.name;
-            let known = target.and_then(|d| serde_json::to_value(d).ok()).map(Ok);
-            let objects = Known::new(&cluster, Kind::Deployment, name, known);
             remediation
-                .decided_target(&objects, name)
+                .decided_target(&cluster, name)
                 .await
                 .unwrap_or_else(|error| {
                     // The event's execution reports it (the planner refuses the same way).
