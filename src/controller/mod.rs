@@ -164,19 +164,18 @@ pub fn trim_deployment_for_cache(d: &mut Deployment) {
     let Some(spec) = d.spec.as_mut() else {
         return;
     };
-    let pod = spec.template.spec.take();
-    let annotations = d.metadata.annotations.get_or_insert_default();
-    annotations.remove(CACHED_TEMPLATE_HASH);
-    if annotations.contains_key(crate::strategy::ROLLED_BACK_FROM) {
-        let mut template = spec.template.clone();
-        template.spec = pod;
-        if let Ok(template) = serde_json::to_value(&template) {
+    if let Some(annotations) = d.metadata.annotations.as_mut() {
+        annotations.remove(CACHED_TEMPLATE_HASH);
+        if annotations.contains_key(crate::strategy::ROLLED_BACK_FROM)
+            && let Ok(template) = serde_json::to_value(&spec.template)
+        {
             annotations.insert(
                 CACHED_TEMPLATE_HASH.into(),
                 crate::strategy::template_hash(&template),
             );
         }
     }
+    spec.template.spec = None;
 }
 
 /// `Api` for a kind in one namespace, or in all when the operator is cluster-wide.
